@@ -1,0 +1,481 @@
+"""Objectives: beta-VAE, capacity-annealed beta-VAE, beta-TCVAE and JointVAE.
+
+Each objective is a small config dataclass (the paper's defaults, a ``name`` used to save it)
+and a callable built from it::
+
+    objective = build_objective(BetaVAEConfig(beta=4.0), decoder="bernoulli")
+    terms = objective(model(x), x, step)       # dict of 0-dim tensors (+ kl_per_latent)
+    terms["loss"].backward()
+
+Every objective returns its named terms, not only the total: ``loss``, ``recon`` (-log p(x|z)
+summed over pixels, mean over the batch), ``kl`` (KL(q(z|x) || p(z)) summed over latents, mean
+over the batch), ``kl_per_latent`` (d,), and where they exist ``mi``, ``tc``, ``dim_kl``
+(Chen et al. 2018's decomposition), ``capacity``, ``kl_cont``, ``kl_disc``.
+
+The reconstruction term depends on the decoder: Bernoulli (the model outputs logits; binary
+cross-entropy with logits, summed over pixels) or Gaussian with *fixed unit variance* (the model
+outputs means; -log N(x; mean, 1) = 1/2 (x - mean)^2 + 1/2 log 2 pi a pixel). A learned or
+smaller variance would change the balance between reconstruction and KL; unit variance is the
+simplest choice and the one we use for CelebA. Pass the model's decoder to :func:`build_objective`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .distributions import (LOG_2PI, categorical_kl_uniform, gaussian_kl,
+                            gaussian_log_density)
+
+__all__ = [
+    "BetaVAEConfig", "AnnealedVAEConfig", "BetaTCVAEConfig", "JointVAEConfig",
+    "Objective", "BetaVAELoss", "AnnealedVAELoss", "BetaTCVAELoss", "JointVAELoss",
+    "build_objective", "objective_config_to_dict", "objective_config_from_dict",
+    "reconstruction_loss", "linear_capacity", "estimate_log_qz", "exact_log_qz",
+    "mss_log_weights", "kl_decomposition", "DSPRITES_SIZE",
+]
+
+DSPRITES_SIZE = 737_280     # N for dSprites: 3 * 6 * 40 * 32 * 32 images
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs
+# ---------------------------------------------------------------------------------------------
+
+def _check_nonneg(name: str, value, hint: str = "") -> None:
+    if not (isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, bool) and float(value) >= 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}{hint}")
+
+
+def _check_positive_int(name: str, value) -> None:
+    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_capacities(lo_name: str, lo, hi_name: str, hi) -> None:
+    _check_nonneg(lo_name, lo, " (capacities are in nats)")
+    _check_nonneg(hi_name, hi, " (capacities are in nats)")
+    if lo > hi:
+        raise ValueError(f"capacities out of order: {lo_name}={lo} must be <= {hi_name}={hi}; "
+                         f"the capacity rises from its min to its max during training")
+
+
+@dataclass
+class BetaVAEConfig:
+    """beta-VAE (Higgins et al. 2017): recon + beta * KL. beta = 1 is the VAE's negative ELBO.
+
+    beta = 4 is Higgins et al.'s value for dSprites with 10 latents (Appendix A, Table 1)."""
+
+    name: ClassVar[str] = "beta_vae"
+    beta: float = 4.0
+
+    def __post_init__(self):
+        _check_nonneg("beta", self.beta, "; beta = 1 is the plain VAE, beta > 1 the beta-VAE")
+
+
+@dataclass
+class AnnealedVAEConfig:
+    """Capacity-annealed beta-VAE (Burgess et al. 2018): recon + gamma * |KL - C(t)|, with C
+    rising linearly from ``capacity_min`` to ``capacity_max`` nats over ``capacity_steps`` steps.
+
+    dSprites defaults gamma = 1000 and C_max = 25 nats are Burgess et al.'s dSprites values; the
+    100,000-step ramp is the value disentanglement_lib uses (``annealed_vae.iteration_threshold``,
+    with ``c_max = 25``, ``gamma = 1000``); we could not check the ramp length in the paper text.
+    ``capacity_min`` (0 in the paper) is ours, to start from a non-zero capacity."""
+
+    name: ClassVar[str] = "annealed_vae"
+    gamma: float = 1000.0
+    capacity_max: float = 25.0
+    capacity_steps: int = 100_000
+    capacity_min: float = 0.0
+
+    def __post_init__(self):
+        _check_nonneg("gamma", self.gamma)
+        _check_capacities("capacity_min", self.capacity_min, "capacity_max", self.capacity_max)
+        _check_positive_int("capacity_steps", self.capacity_steps)
+
+
+@dataclass
+class BetaTCVAEConfig:
+    """beta-TCVAE (Chen et al. 2018): recon + alpha * MI + beta * TC + gamma * dim-KL.
+
+    alpha = gamma = 1 as in Chen et al.'s experiments (only beta is tuned). beta = 6 is this
+    project's choice for dSprites (the shared contract); Chen et al. sweep beta and we could not
+    verify a single recommended dSprites value in the paper. ``estimator`` picks how log q(z) is estimated from
+    a minibatch ("mws" or "mss", see :func:`estimate_log_qz`); ``dataset_size`` is N, which the
+    estimators need (737,280 for dSprites)."""
+
+    name: ClassVar[str] = "beta_tcvae"
+    alpha: float = 1.0
+    beta: float = 6.0
+    gamma: float = 1.0
+    estimator: str = "mss"
+    dataset_size: int = DSPRITES_SIZE
+
+    def __post_init__(self):
+        for n in ("alpha", "beta", "gamma"):
+            _check_nonneg(n, getattr(self, n))
+        if self.estimator not in _ESTIMATORS:
+            raise ValueError(f"estimator must be one of {_ESTIMATORS}, got {self.estimator!r}")
+        _check_positive_int("dataset_size", self.dataset_size)
+
+
+@dataclass
+class JointVAEConfig:
+    """JointVAE (Dupont 2018): recon + gamma |KL_cont - C_cont(t)| + gamma |KL_disc - C_disc(t)|.
+
+    Both capacities rise linearly over ``capacity_steps`` steps; the discrete one is clipped at
+    sum_i log k_i, the largest KL a set of categoricals can have to the uniform prior.
+    Defaults are Dupont's dSprites run, as shipped with his code
+    (github.com/Schlumberger/joint-vae, ``trained_models/dsprites/specs.json``):
+    ``cont_capacity = [0, 40, 300000, 150]`` and ``disc_capacity = [0, 1.1, 300000, 150]``
+    (min, max, iterations, gamma), with 6 continuous latents and one 3-way categorical
+    (log 3 = 1.0986 < 1.1, so the discrete capacity ends at the clip). His README example
+    (MNIST-like data) uses C 0 -> 5 nats over 25,000 steps with gamma = 30."""
+
+    name: ClassVar[str] = "joint_vae"
+    gamma: float = 150.0
+    cont_capacity_max: float = 40.0
+    disc_capacity_max: float = 1.1
+    capacity_steps: int = 300_000
+    cont_capacity_min: float = 0.0
+    disc_capacity_min: float = 0.0
+
+    def __post_init__(self):
+        _check_nonneg("gamma", self.gamma)
+        _check_capacities("cont_capacity_min", self.cont_capacity_min,
+                          "cont_capacity_max", self.cont_capacity_max)
+        _check_capacities("disc_capacity_min", self.disc_capacity_min,
+                          "disc_capacity_max", self.disc_capacity_max)
+        _check_positive_int("capacity_steps", self.capacity_steps)
+
+
+_ESTIMATORS = ("mws", "mss")
+_CONFIGS = {c.name: c for c in (BetaVAEConfig, AnnealedVAEConfig, BetaTCVAEConfig, JointVAEConfig)}
+
+
+def objective_config_to_dict(config) -> dict:
+    """``{"name": ..., **fields}``: what a checkpoint stores (inverse of the function below)."""
+    if type(config) not in _CONFIGS.values():
+        raise TypeError(f"config must be one of {[c.__name__ for c in _CONFIGS.values()]}, got "
+                        f"{type(config).__name__}")
+    return {"name": config.name, **asdict(config)}
+
+
+def objective_config_from_dict(d: dict):
+    """Rebuild an objective config from :func:`objective_config_to_dict`'s output."""
+    if not isinstance(d, dict) or "name" not in d:
+        raise ValueError(f"expected a dict with a 'name' key (one of {sorted(_CONFIGS)}), got {d!r}")
+    d = dict(d)
+    name = d.pop("name")
+    if name not in _CONFIGS:
+        raise ValueError(f"unknown objective name {name!r}; expected one of {sorted(_CONFIGS)}")
+    cls = _CONFIGS[name]
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown fields {sorted(unknown)} for {cls.__name__}; it has "
+                         f"{[f.name for f in fields(cls)]}")
+    return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------------------
+
+def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor,
+                        decoder: str = "bernoulli") -> torch.Tensor:
+    """-log p(x|z), summed over pixels, mean over the batch (a 0-dim tensor).
+
+    ``recon`` is the decoder's output: Bernoulli logits, or the means of a Gaussian with unit
+    variance. Bernoulli targets must lie in [0, 1] (binary images, or grey levels read as
+    probabilities); one min/max on the batch checks it.
+    """
+    if recon.shape != x.shape:
+        raise ValueError(f"x must have the decoder output's shape {tuple(recon.shape)}, got "
+                         f"{tuple(x.shape)}")
+    m = x.shape[0]
+    recon = recon.float()
+    x = x.float()
+    if decoder == "bernoulli":
+        lo, hi = torch.aminmax(x.detach())
+        if lo < 0 or hi > 1:
+            raise ValueError(f"x must have values in [0, 1] for a Bernoulli decoder, got values "
+                             f"in [{float(lo):.3g}, {float(hi):.3g}]; rescale the images to "
+                             f"[0, 1] or use decoder='gaussian'")
+        return F.binary_cross_entropy_with_logits(recon, x, reduction="sum") / m
+    if decoder == "gaussian":
+        return 0.5 * ((x - recon) ** 2 + LOG_2PI).sum() / m
+    raise ValueError(f"decoder must be 'bernoulli' or 'gaussian', got {decoder!r}")
+
+
+def linear_capacity(step: int, capacity_min: float, capacity_max: float,
+                    steps: int) -> float:
+    """C(t) = C_min + (C_max - C_min) min(t / steps, 1): the linear ramp of Burgess et al. 2018
+    and Dupont 2018, flat at C_max once ``steps`` is reached."""
+    return capacity_min + (capacity_max - capacity_min) * min(step / steps, 1.0)
+
+
+# Estimating log q(z) from a minibatch (Chen et al. 2018, Appendix C)
+# -----------------------------------------------------------------------------------
+# The aggregate posterior q(z) = (1/N) sum_n q(z|x_n) needs all N images. A batch gives M of
+# them, x_1..x_M, and z_i ~ q(z|x_i). Let L[i, j] = log q(z_i | x_j) (summed over latents for
+# q(z), one latent k at a time for the marginals q(z_k)).
+#
+# MWS, minibatch-weighted sampling (Chen et al. 2018, App. C.1):
+#       log q(z_i) ~= logsumexp_j L[i, j] - log(N M).
+#   Chen derive it by importance sampling over batches that contain x_i: each such batch has
+#   probability 1/N^(M-1) against 1/N^M for an unconstrained one, a ratio of 1/N, times the 1/M
+#   of an average. Trap, which the tests check: logsumexp_j L[i, j] - log M is the plug-in
+#   average log[(1/M) sum_j q(z_i|x_j)], which converges to log q(z_i) as M grows; MWS is that
+#   minus log N. So with MWS, log q(z) is low by log N, MI is high by log N, TC is high by
+#   (d - 1) log N and dim-KL low by d log N -- all constants, so the *gradients* (and training)
+#   are those of the plug-in estimator, but the reported values are shifted. Published code
+#   disagrees here: Chen's own code uses -log(N M) as we do; disentanglement_lib's
+#   total_correlation drops every constant (logsumexp only, i.e. TC shifted by -(d-1) log M).
+#
+# MSS, minibatch-stratified sampling (Chen App. C.2): treat x_i as the point that generated z_i
+# and the other m = M - 1 points as drawn without replacement from the other N - 1. Weights
+#       1/N                 on x_i itself (column i),
+#       (N - m) / (N m)     on one other point, the "stratum" standing for the N - m points
+#                           not in the batch (column (i + 1) mod M),
+#       1/m                 on the remaining m - 1 points,
+#   log q(z_i) ~= logsumexp_j (L[i, j] + log W[i, j]).
+#   The weights sum to 1 (each row is a mixture), and their total on the others is
+#   (m - 1)/m + (N - m)/(N m) = (N - 1)/N, so the estimate of q(z_i) (not of its log) is
+#   unbiased whatever the batch size. With the whole dataset in the batch (M = N) it is *not*
+#   the exact (1/N) sum: the weights are 1/N, 1/(N-1) (N - 2 times) and 1/(N (N-1)), so it is
+#   close (within about 1/N relatively) but not equal; the tests check that closed form.
+#   Chen's code builds W with an off-by-one: the wrap-around stratum entry goes on row M - 2
+#   instead of M - 1, so those two rows sum to 1 -/+ 1/N. We put it on row M - 1, as the
+#   derivation requires.
+
+def _pairwise_log_density(z, mu, logvar) -> torch.Tensor:
+    """L[i, j, k] = log q(z_ik | x_j), shape (M, N, d), in at least float32."""
+    dtype = torch.promote_types(z.dtype, torch.float32)
+    z, mu, logvar = z.to(dtype), mu.to(dtype), logvar.to(dtype)
+    return gaussian_log_density(z[:, None, :], mu[None, :, :], logvar[None, :, :])
+
+
+def _check_latents(z, mu, logvar, names=("z", "mu", "logvar")) -> None:
+    for n, t in zip(names, (z, mu, logvar)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 2:
+            raise ValueError(f"{n} must be a 2-d tensor (batch, latents), got "
+                             f"{getattr(t, 'shape', type(t))}")
+    if mu.shape != logvar.shape:
+        raise ValueError(f"mu and logvar must have the same shape, got {tuple(mu.shape)} and "
+                         f"{tuple(logvar.shape)}")
+    if z.shape[1] != mu.shape[1]:
+        raise ValueError(f"z has {z.shape[1]} latents but mu has {mu.shape[1]}: the latent "
+                         f"sizes must match")
+
+
+def mss_log_weights(batch_size: int, dataset_size: int, device=None,
+                    dtype=torch.float32) -> torch.Tensor:
+    """log W (M, M) of minibatch-stratified sampling (see the comment block above)."""
+    _check_positive_int("batch_size", batch_size)
+    _check_positive_int("dataset_size", dataset_size)
+    if batch_size < 2:
+        raise ValueError("batch_size must be >= 2 for the MSS estimator (it needs at least one "
+                         "other point besides x_i); use estimator='mws'")
+    if dataset_size < batch_size:
+        raise ValueError(f"dataset_size must be >= the batch size for MSS (the batch is drawn "
+                         f"without replacement), got dataset_size={dataset_size} < "
+                         f"batch size {batch_size}")
+    n, m = dataset_size, batch_size - 1
+    w = torch.full((batch_size, batch_size), 1.0 / m, dtype=torch.float64)
+    idx = torch.arange(batch_size)
+    w[idx, (idx + 1) % batch_size] = (n - m) / (n * m)
+    w[idx, idx] = 1.0 / n
+    return w.log().to(device=device, dtype=dtype)
+
+
+def estimate_log_qz(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: int,
+                    estimator: str = "mws") -> tuple[torch.Tensor, torch.Tensor]:
+    """Minibatch estimates of log q(z_i) and of sum_k log q(z_ik), each (M,).
+
+    ``z`` (M, d) are samples with z_i ~ q(z|x_i); ``mu``, ``logvar`` (M, d) are the posteriors of
+    the same batch; ``dataset_size`` is N. ``estimator`` is "mws" or "mss" (Chen et al. 2018;
+    the constants and why are in the comment block above this function).
+    """
+    _check_latents(z, mu, logvar)
+    if z.shape[0] != mu.shape[0]:
+        raise ValueError(f"z and mu must come from the same batch: z has {z.shape[0]} rows, mu "
+                         f"{mu.shape[0]}")
+    _check_positive_int("dataset_size", dataset_size)
+    if estimator not in _ESTIMATORS:
+        raise ValueError(f"estimator must be one of {_ESTIMATORS}, got {estimator!r}")
+    L = _pairwise_log_density(z, mu, logvar)                      # (M, M, d)
+    M = z.shape[0]
+    if estimator == "mws":
+        const = math.log(dataset_size * M)
+        log_qz = torch.logsumexp(L.sum(2), dim=1) - const
+        log_prod_qzj = (torch.logsumexp(L, dim=1) - const).sum(1)
+    else:
+        log_w = mss_log_weights(M, dataset_size, device=L.device, dtype=L.dtype)
+        log_qz = torch.logsumexp(L.sum(2) + log_w, dim=1)
+        log_prod_qzj = torch.logsumexp(L + log_w[:, :, None], dim=1).sum(1)
+    return log_qz, log_prod_qzj
+
+
+def exact_log_qz(z: torch.Tensor, mu_all: torch.Tensor,
+                 logvar_all: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Brute-force log q(z) and sum_k log q(z_k), each (M,), for a dataset small enough to hold
+    every posterior: q(z) = (1/N) sum_n q(z|x_n), with ``mu_all``, ``logvar_all`` of shape (N, d).
+
+    The reference the minibatch estimators are tested against."""
+    _check_latents(z, mu_all, logvar_all, names=("z", "mu_all", "logvar_all"))
+    L = _pairwise_log_density(z, mu_all, logvar_all)             # (M, N, d)
+    log_n = math.log(mu_all.shape[0])
+    log_qz = torch.logsumexp(L.sum(2), dim=1) - log_n
+    log_prod_qzj = (torch.logsumexp(L, dim=1) - log_n).sum(1)
+    return log_qz, log_prod_qzj
+
+
+def kl_decomposition(z, mu, logvar, log_qz, log_prod_qzj) -> dict[str, torch.Tensor]:
+    """Chen et al. 2018: the batch average of log q(z|x) - log p(z) split in three,
+
+        mi     = mean[log q(z|x) - log q(z)]            index-code mutual information
+        tc     = mean[log q(z) - sum_k log q(z_k)]      total correlation
+        dim_kl = mean[sum_k log q(z_k) - log p(z)]      dimension-wise KL
+
+    The three add up to mean[log q(z|x) - log p(z)] for any estimate of log q(z), a Monte-Carlo
+    estimate of the average KL(q(z|x) || p(z)). Each is a 0-dim tensor.
+    """
+    dtype = torch.promote_types(z.dtype, torch.float32)
+    z, mu, logvar = z.to(dtype), mu.to(dtype), logvar.to(dtype)
+    log_qzx = gaussian_log_density(z, mu, logvar).sum(1)
+    log_pz = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z)).sum(1)
+    return dict(mi=(log_qzx - log_qz).mean(), tc=(log_qz - log_prod_qzj).mean(),
+                dim_kl=(log_prod_qzj - log_pz).mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# The objectives
+# ---------------------------------------------------------------------------------------------
+
+class Objective:
+    """Base class: ``objective(out, x, step) -> dict`` of terms. ``out`` is the model's forward
+    dict, ``x`` the batch it was computed from, ``step`` the global training step."""
+
+    config = None
+
+    def __init__(self, config, decoder: str = "bernoulli"):
+        if decoder not in ("bernoulli", "gaussian"):
+            raise ValueError(f"decoder must be 'bernoulli' or 'gaussian' (the model's "
+                             f"config.decoder), got {decoder!r}")
+        self.config = config
+        self.decoder = decoder
+
+    def __call__(self, out: dict, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 0:
+            raise ValueError(f"step must be a non-negative integer (the global training step), "
+                             f"got {step!r}")
+        for key in ("recon", "mu", "logvar", "z"):
+            if key not in out:
+                raise ValueError(f"out must be the model's forward dict with keys recon, mu, "
+                                 f"logvar, z; '{key}' is missing (got {sorted(out)})")
+        if out["mu"].shape[1] != out["z"].shape[1]:
+            raise ValueError(f"out['z'] has {out['z'].shape[1]} latents but out['mu'] has "
+                             f"{out['mu'].shape[1]}: the latent sizes must match")
+        wants_logits = isinstance(self, JointVAELoss)
+        has_logits = bool(out.get("logits"))
+        if has_logits and not wants_logits:
+            raise ValueError(f"{type(self.config).__name__} does not regularise categorical "
+                             f"latents, but out has 'logits' (a JointVAE model); use "
+                             f"JointVAEConfig, or a model with categorical_dims=()")
+        if wants_logits and not has_logits:
+            raise ValueError("JointVAEConfig needs a JointVAE model (ModelConfig with "
+                             "categorical_dims), whose forward dict has 'logits'")
+        terms = dict(recon=reconstruction_loss(out["recon"], x, self.decoder))
+        kl_per_latent = gaussian_kl(out["mu"].float(), out["logvar"].float()).mean(0)
+        terms.update(kl=kl_per_latent.sum(), kl_per_latent=kl_per_latent)
+        terms.update(self.terms(out, terms, int(step)))
+        return terms
+
+    def terms(self, out, terms, step) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config}, decoder={self.decoder!r})"
+
+
+class BetaVAELoss(Objective):
+    """recon + beta * KL (Higgins et al. 2017); beta = 1 is the negative ELBO."""
+
+    def terms(self, out, terms, step):
+        return dict(loss=terms["recon"] + self.config.beta * terms["kl"])
+
+
+class AnnealedVAELoss(Objective):
+    """recon + gamma * |KL - C(t)| (Burgess et al. 2018)."""
+
+    def terms(self, out, terms, step):
+        c = self.config
+        capacity = linear_capacity(step, c.capacity_min, c.capacity_max, c.capacity_steps)
+        capacity = torch.tensor(capacity, device=terms["kl"].device)
+        return dict(loss=terms["recon"] + c.gamma * (terms["kl"] - capacity).abs(),
+                    capacity=capacity)
+
+
+class BetaTCVAELoss(Objective):
+    """recon + alpha * MI + beta * TC + gamma * dim-KL (Chen et al. 2018), with log q(z)
+    estimated on the batch by MWS or MSS. ``kl`` is still the closed-form KL; the three terms
+    add up to its Monte-Carlo estimate on the batch's z."""
+
+    def terms(self, out, terms, step):
+        c = self.config
+        z, mu, logvar = out["z"], out["mu"], out["logvar"]
+        log_qz, log_prod = estimate_log_qz(z, mu, logvar, c.dataset_size, c.estimator)
+        parts = kl_decomposition(z, mu, logvar, log_qz, log_prod)
+        loss = (terms["recon"] + c.alpha * parts["mi"] + c.beta * parts["tc"]
+                + c.gamma * parts["dim_kl"])
+        return dict(loss=loss, **parts)
+
+
+class JointVAELoss(Objective):
+    """recon + gamma |KL_cont - C_cont(t)| + gamma |KL_disc - C_disc(t)| (Dupont 2018).
+
+    KL_cont is the closed-form Gaussian KL; KL_disc is the sum over categoricals of
+    KL(q(c|x) || Uniform(k)), with q(c|x) = softmax(logits). ``kl`` = KL_cont + KL_disc and
+    ``kl_per_latent`` covers the continuous latents; ``capacity`` is C_cont(t) and
+    ``capacity_disc`` C_disc(t) after clipping at sum_i log k_i."""
+
+    def terms(self, out, terms, step):
+        c = self.config
+        kl_cont = terms["kl"]
+        logits = out["logits"]
+        kl_disc = sum(categorical_kl_uniform(torch.softmax(l.float(), dim=1)).mean()
+                      for l in logits)
+        max_disc = sum(math.log(l.shape[1]) for l in logits)
+        cap_cont = linear_capacity(step, c.cont_capacity_min, c.cont_capacity_max,
+                                   c.capacity_steps)
+        cap_disc = min(linear_capacity(step, c.disc_capacity_min, c.disc_capacity_max,
+                                       c.capacity_steps), max_disc)
+        dev = kl_cont.device
+        cap_cont, cap_disc = torch.tensor(cap_cont, device=dev), torch.tensor(cap_disc, device=dev)
+        loss = (terms["recon"] + c.gamma * (kl_cont - cap_cont).abs()
+                + c.gamma * (kl_disc - cap_disc).abs())
+        return dict(loss=loss, kl=kl_cont + kl_disc, kl_cont=kl_cont, kl_disc=kl_disc,
+                    capacity=cap_cont, capacity_disc=cap_disc)
+
+
+_OBJECTIVES = {BetaVAEConfig: BetaVAELoss, AnnealedVAEConfig: AnnealedVAELoss,
+               BetaTCVAEConfig: BetaTCVAELoss, JointVAEConfig: JointVAELoss}
+
+
+def build_objective(config, decoder: str = "bernoulli") -> Objective:
+    """The objective a config describes. ``decoder`` must be the model's ``config.decoder``
+    ("bernoulli" or "gaussian"): it decides how the reconstruction term reads the model output.
+    A dict from :func:`objective_config_to_dict` is accepted too."""
+    if isinstance(config, dict):
+        config = objective_config_from_dict(config)
+    if type(config) not in _OBJECTIVES:
+        raise TypeError(f"config must be one of {[c.__name__ for c in _OBJECTIVES]}, got "
+                        f"{type(config).__name__}")
+    return _OBJECTIVES[type(config)](config, decoder=decoder)
