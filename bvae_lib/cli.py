@@ -1,0 +1,412 @@
+"""Command line: ``python -m bvae_lib train|evaluate|traverse`` (also installed as ``bvae``).
+
+Examples::
+
+    python -m bvae_lib train --objective beta_vae --beta 4 --steps 2000 --out runs/beta4
+    python -m bvae_lib train --out runs/beta4 --resume --steps 4000      # continue the run
+    python -m bvae_lib evaluate runs/beta4 --metrics mig,beta_vae
+    python -m bvae_lib traverse runs/beta4 --out runs/beta4/traversal.png
+
+The model and objective flags are generated from the config dataclasses
+(``bvae_lib.models.ModelConfig`` and the objectives' configs), so every hyperparameter of the
+library is a flag and no default is written twice. Errors print one line, ``error: ...``, and
+exit with status 2 (set ``BVAE_DEBUG=1`` for the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+RUN_FILE = "run.json"          # the CLI's own record of a run: how to rebuild its dataset
+DATASETS = ("dsprites", "dsprites-file", "mnist", "celeba")
+METRICS = ("beta_vae", "mig", "factor_vae")
+_METRIC_FUNCTIONS = {"beta_vae": "beta_vae_score", "mig": "mig", "factor_vae": "factor_vae_score"}
+# `evaluate --fast`: sample sizes for a quick look on a CPU. The papers' sizes are the metrics'
+# own defaults (beta-VAE metric 10,000 + 5,000 points of L = 64 pairs; FactorVAE 10,000 + 5,000
+# votes; MIG 10,000 images); these are ~50x smaller, so the scores are noisier.
+FAST_SIZES = {
+    "beta_vae": dict(num_train=200, num_eval=100),
+    "factor_vae": dict(num_train=200, num_eval=100, num_variance_estimate=2_000),
+    "mig": dict(num_points=2_000),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Config dataclasses <-> flags
+# ---------------------------------------------------------------------------------------------
+
+def _objective_classes() -> dict:
+    """name -> config class, for every objective config in bvae_lib.objectives."""
+    from bvae_lib import objectives
+
+    found = {}
+    for obj in vars(objectives).values():
+        if (isinstance(obj, type) and dataclasses.is_dataclass(obj)
+                and isinstance(getattr(obj, "name", None), str)):
+            found[obj.name] = obj
+    return found
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _metavar(default) -> str:
+    return {bool: "BOOL", int: "N", float: "X", tuple: "K,K"}.get(type(default), "NAME")
+
+
+def _field_default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()                     # type: ignore[misc]
+    return None
+
+
+def _convert(text: str, default, flag: str):
+    """Parse a flag's text with the type of the field's default value."""
+    try:
+        if isinstance(default, bool):
+            low = text.lower()
+            if low not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError
+            return low in ("1", "true", "yes")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        if isinstance(default, tuple):
+            return tuple(int(t) for t in text.replace(",", " ").split())
+    except ValueError:
+        kind = {bool: "true/false", int: "an integer", float: "a number",
+                tuple: "comma-separated integers"}[type(default)]
+        raise ValueError(f"{flag} expects {kind}, got {text!r}") from None
+    return text
+
+
+def _config_from_args(cls, args, fields_given: dict, base: dict | None = None, skip=()):
+    """``cls(**base)`` with the given flags applied; flags of other configs are refused."""
+    values = dict(base or {})
+    own = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name not in skip}
+    for name, text in fields_given.items():
+        if name not in own:
+            continue
+        current = values.get(name, _field_default(own[name]))
+        values[name] = _convert(text, current if current is not None
+                                else _field_default(own[name]), _flag(name))
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
+              if k in {f.name for f in dataclasses.fields(cls) if f.init}}
+    return cls(**values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parser
+# ---------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    from bvae_lib.models import ModelConfig
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bvae_lib",
+        description="Train, evaluate and inspect beta-VAEs (bvae_lib).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,traverse}")
+
+    # -- train ----------------------------------------------------------------------------------
+    tr = sub.add_parser("train", help="train a model (or continue a run with --resume)",
+                        description="Train a VAE on a dataset and write DIR/checkpoint.pt and "
+                                    "DIR/history.json. With --resume and a larger --steps, "
+                                    "continue the run in DIR exactly where it stopped.")
+    tr.add_argument("--out", required=True, metavar="DIR", help="run directory")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue the run in DIR (its configs are reused; flags given must agree)")
+    g = tr.add_argument_group("model (bvae_lib.models.ModelConfig)")
+    g.add_argument("--model", dest="architecture", metavar="ARCH",
+                   help="architecture: burgess | higgins_mlp | locatello (default: "
+                        f"{ModelConfig.architecture})")
+    model_fields = []
+    for f in dataclasses.fields(ModelConfig):
+        if f.name == "architecture":
+            continue
+        model_fields.append(f.name)
+        g.add_argument(_flag(f.name), dest="m_" + f.name, metavar=_metavar(_field_default(f)),
+                       help=f"default: {_field_default(f)!r}")
+
+    objectives = _objective_classes()
+    g = tr.add_argument_group("objective (bvae_lib.objectives)")
+    g.add_argument("--objective", choices=sorted(objectives), metavar="NAME",
+                   help=f"one of {', '.join(sorted(objectives))} (default: beta-VAE)")
+    owners: dict[str, list[str]] = {}
+    metavars: dict[str, str] = {}
+    for name, cls in sorted(objectives.items()):
+        for f in dataclasses.fields(cls):
+            if f.init:
+                owners.setdefault(f.name, []).append(f"{name}={_field_default(f)!r}")
+                metavars.setdefault(f.name, _metavar(_field_default(f)))
+    for field_name, used_by in owners.items():
+        g.add_argument(_flag(field_name), dest="o_" + field_name, metavar=metavars[field_name],
+                       help="default: " + ", ".join(used_by))
+
+    g = tr.add_argument_group("data")
+    g.add_argument("--dataset", choices=DATASETS,
+                   help="dsprites (procedural, the default), dsprites-file (official .npz, give "
+                        "--data), mnist or celeba (torchvision; --data is their root)")
+    g.add_argument("--data", metavar="PATH", help="file or root directory of the dataset")
+    g.add_argument("--download", action="store_true", help="let torchvision download MNIST/CelebA")
+
+    g = tr.add_argument_group("training (bvae_lib.train.TrainConfig)")
+    g.add_argument("--steps", type=int, metavar="N",
+                   help="total steps of the run (default: budget(cpu=2000), i.e. 300,000 on a "
+                        "GPU; env BVAE_STEPS overrides)")
+    g.add_argument("--batch-size", type=int, metavar="M", help="batch size (default: 64)")
+    g.add_argument("--lr", type=float, help="Adam learning rate (default: 5e-4)")
+    g.add_argument("--seed", type=int, help="random seed (default: 0)")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    g.add_argument("--no-amp", action="store_true", help="fp32 on CUDA too")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
+    g.add_argument("--log-every", type=int, metavar="N", help="steps per history entry")
+    g.add_argument("--checkpoint-every", type=int, metavar="N", help="steps between checkpoints")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.set_defaults(func=_cmd_train, model_fields=model_fields, objective_fields=list(owners))
+
+    # -- evaluate -------------------------------------------------------------------------------
+    ev = sub.add_parser("evaluate", help="score a trained model with disentanglement metrics",
+                        description="Score the model of a run on dSprites with bvae_lib.metrics "
+                                    "and print the scores as JSON.")
+    ev.add_argument("run", metavar="RUN", help="run directory or checkpoint file")
+    ev.add_argument("--metrics", default=",".join(METRICS),
+                    help=f"comma-separated, from {', '.join(METRICS)} (default: all)")
+    ev.add_argument("--data", metavar="NPZ", help="official dSprites .npz (default: the "
+                                                  "procedural replica)")
+    ev.add_argument("--seed", type=int, default=0, help="random seed of the metrics")
+    ev.add_argument("--fast", action="store_true",
+                    help="about 50x fewer images than the papers' sample sizes (a CPU check, "
+                         "not a number to report)")
+    ev.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    ev.add_argument("--out", metavar="JSON", help="also write the scores to this file")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    # -- traverse -------------------------------------------------------------------------------
+    tv = sub.add_parser("traverse", help="write a latent-traversal figure",
+                        description="Decode a dSprites image while moving one latent at a time "
+                                    "and save the grid (one row a latent).")
+    tv.add_argument("run", metavar="RUN", help="run directory or checkpoint file")
+    tv.add_argument("--out", required=True, metavar="FILE", help="image file (.png, .pdf, ...)")
+    tv.add_argument("--seed", type=int, default=0, help="picks the image to traverse")
+    tv.add_argument("--limit", type=float, default=2.5,
+                    help="traverse each latent over [-limit, limit] (default 2.5, as "
+                         "bvae_lib.viz.TRAVERSAL_LIMIT)")
+    tv.add_argument("--num", type=int, default=9, help="images per row (default 9)")
+    tv.set_defaults(func=_cmd_traverse)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+def _given(args, prefix: str, names) -> dict:
+    return {n: getattr(args, prefix + n) for n in names if getattr(args, prefix + n) is not None}
+
+
+def _make_dataset(name: str, data: str | None, download: bool = False):
+    from bvae_lib import data as data_lib
+
+    if name == "dsprites":
+        return data_lib.DSprites()
+    if name == "dsprites-file":
+        if not data:
+            raise ValueError("--dataset dsprites-file needs --data PATH to the official .npz")
+        return data_lib.DSpritesFile(data)
+    if name == "mnist":
+        return data_lib.load_mnist(data or "data", download=download)
+    if name == "celeba":
+        return data_lib.load_celeba(data or "data", download=download)
+    raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {name!r}")
+
+
+def _cmd_train(args) -> int:
+    from bvae_lib import checkpoint as ckpt_lib
+    from bvae_lib import train as train_lib
+    from bvae_lib.models import ModelConfig
+    from bvae_lib.objectives import objective_config_from_dict
+
+    out = Path(args.out)
+    run_file = out / RUN_FILE
+    existing = out / ckpt_lib.CHECKPOINT_NAME
+    resuming = args.resume and existing.exists()
+
+    model_given = _given(args, "m_", args.model_fields)
+    if args.architecture is not None:
+        model_given["architecture"] = args.architecture
+    objective_given = _given(args, "o_", args.objective_fields)
+    objectives = _objective_classes()
+
+    if resuming:
+        # The run's own configs are the defaults; flags given on the command line override them
+        # and train() refuses the resume if they then differ from the checkpoint.
+        ckpt = ckpt_lib.load_checkpoint(existing)
+        model_base, objective_base = ckpt["model_config"], dict(ckpt["objective_config"])
+        train_base = ckpt["train_config"]
+        run = json.loads(run_file.read_text()) if run_file.exists() else {}
+    else:
+        model_base, objective_base, train_base, run = {}, None, {}, {}
+
+    dataset_name = args.dataset or run.get("dataset", "dsprites")
+    if dataset_name == "celeba" and not resuming:
+        # colour images in [0, 1]: three channels and a Gaussian decoder unless told otherwise
+        model_given.setdefault("channels", "3")
+        model_given.setdefault("decoder", "gaussian")
+    model_config = _config_from_args(ModelConfig, args, model_given, model_base)
+    if objective_base is not None and args.objective in (None, objective_base.get("name")):
+        cls = objectives[objective_base["name"]]
+        base = dataclasses.asdict(objective_config_from_dict(objective_base))
+    else:
+        name = args.objective or _default_objective(objectives)
+        cls, base = objectives[name], {}
+    unknown = [n for n in objective_given if n not in {f.name for f in dataclasses.fields(cls)}]
+    if unknown:
+        own = [_flag(f.name) for f in dataclasses.fields(cls) if f.init]
+        raise ValueError(f"{', '.join(_flag(n) for n in unknown)} is not a parameter of the "
+                         f"objective {cls.name} (its parameters: {', '.join(own) or 'none'})")
+    objective_config = _config_from_args(cls, args, objective_given, base)
+
+    steps = args.steps if args.steps is not None else train_lib.budget(cpu=2_000)
+    pick = lambda flag, key, default: (flag if flag is not None  # noqa: E731
+                                       else train_base.get(key, default))
+    train_config = train_lib.TrainConfig(
+        steps=steps,
+        batch_size=pick(args.batch_size, "batch_size", train_lib.PAPER_BATCH_SIZE),
+        lr=pick(args.lr, "lr", 5e-4),
+        seed=pick(args.seed, "seed", 0),
+        device=args.device,
+        amp=not args.no_amp,
+        compile=args.compile,
+        checkpoint_every=pick(args.checkpoint_every, "checkpoint_every", 5_000),
+        log_every=pick(args.log_every, "log_every", 100),
+        progress=False if args.no_progress else None,
+    )
+
+    data_path = args.data if args.data is not None else run.get("data")
+    if resuming and run and (dataset_name, data_path) != (run.get("dataset"), run.get("data")):
+        raise ValueError(f"cannot resume {out}: it was trained on --dataset {run.get('dataset')} "
+                         f"--data {run.get('data')}, not {dataset_name} {data_path}")
+    dataset = _make_dataset(dataset_name, data_path, args.download)
+
+    if args.resume and not resuming:
+        print(f"no checkpoint in {out}: starting a new run", file=sys.stderr)
+    if not existing.exists():
+        ckpt_lib.write_json(run_file, {"dataset": dataset_name, "data": data_path})
+    result = train_lib.train(model_config, objective_config, dataset, train_config,
+                             out_dir=out, resume=args.resume)
+    last = {k: v[-1] for k, v in result.history.items() if v and isinstance(v[-1], float)}
+    print(json.dumps({"step": result.step, "checkpoint": str(result.checkpoint),
+                      "images_per_second": round(result.images_per_second, 1), **last}))
+    return 0
+
+
+def _default_objective(objectives: dict) -> str:
+    from bvae_lib.objectives import BetaVAEConfig
+
+    return BetaVAEConfig.name if BetaVAEConfig.name in objectives else sorted(objectives)[0]
+
+
+def _cmd_evaluate(args) -> int:
+    from bvae_lib import checkpoint as ckpt_lib
+    from bvae_lib import data as data_lib
+    from bvae_lib.train import pick_device
+
+    names = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    bad = [m for m in names if m not in METRICS]
+    if bad or not names:
+        raise ValueError(f"--metrics must be a comma-separated list from {', '.join(METRICS)}, "
+                         f"got {args.metrics!r}")
+    device = pick_device(args.device)
+    model = ckpt_lib.load_model(args.run, device=device)
+    if model.config.channels != 1 or model.config.image_size != 64:
+        raise ValueError(f"{args.run}: the metrics need a dSprites model (1 x 64 x 64 images), "
+                         f"this one takes {model.config.channels} x {model.config.image_size}^2")
+    dataset = data_lib.DSpritesFile(args.data) if args.data else data_lib.DSprites(device)
+    from bvae_lib import metrics
+
+    scores = {}
+    for name in names:
+        metric = getattr(metrics, _METRIC_FUNCTIONS[name])
+        sizes = FAST_SIZES[name] if args.fast else {}      # else the metric's (papers') sizes
+        # model.representation: posterior means, no gradients, images moved to the model
+        result = metric(model.representation, dataset, seed=args.seed, **sizes)
+        scores[name] = _jsonable(result)
+    text = json.dumps(scores, indent=1)
+    print(text)
+    if args.out:
+        ckpt_lib.write_json(args.out, scores)
+    return 0
+
+
+def _jsonable(value):
+    """Metric results (floats, numpy/torch scalars, dicts, dataclasses) -> JSON values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _cmd_traverse(args) -> int:
+    import torch
+
+    from bvae_lib import checkpoint as ckpt_lib
+    from bvae_lib.data import DSprites
+
+    from bvae_lib.viz import plot_traversal
+
+    if args.num < 2 or args.limit <= 0:
+        raise ValueError(f"--num must be >= 2 and --limit > 0, got {args.num} and {args.limit}")
+    model = ckpt_lib.load_model(args.run)
+    # x[0] is traversed; the whole batch ranks the latents by their mean KL (bvae_lib.viz)
+    x, _ = DSprites().sample(64, torch.Generator().manual_seed(args.seed))
+    if model.config.channels != x.shape[1]:
+        raise ValueError(f"{args.run}: traversals start from dSprites images (1 channel) but "
+                         f"the model takes {model.config.channels} channels")
+    fig = plot_traversal(model, x, n_steps=args.num, limit=args.limit)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100, bbox_inches="tight")
+    print(f"wrote {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (argparse exits 2 on a wrong flag)."""
+    from bvae_lib.train import NonFiniteLossError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted (the last checkpoint is intact; continue with --resume)",
+              file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, NonFiniteLossError, RuntimeError, ImportError) as e:
+        if os.environ.get("BVAE_DEBUG"):
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2

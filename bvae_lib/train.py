@@ -1,0 +1,515 @@
+"""The training loop: any model + objective + dataset, on whatever hardware is there.
+
+One function, :func:`train`, readable top to bottom. What makes it fast is what it leaves out:
+
+* **No DataLoader.** The procedural dSprites renders each batch directly on the training device
+  (``sample_factors`` + ``images_from_factors``); a tensor dataset is moved to the device once and
+  indexed there. Nothing crosses the bus, no worker processes.
+* **No per-step synchronisation in the loop.** Reading a GPU number on the host (``loss.item()``)
+  waits for the GPU to finish; doing it every step serialises CPU and GPU. The loss terms of
+  each step are copied into a small buffer *on the device* and brought to the host once per
+  ``log_every`` steps, where they are averaged, checked for NaN/Inf and appended to the history.
+  (The datasets' own index checks still read a value or two per batch.)
+* **On a GPU:** mixed precision (bf16 where supported -- same exponent range as fp32, so no loss
+  scaling -- otherwise fp16 with a ``GradScaler``), channels-last memory for the convolutions,
+  optional ``torch.compile``. The model runs under autocast; the objective runs in fp32 on the
+  float32 copies of its outputs, because sums over 4096 pixels and KLs lose too much in 16 bits.
+* **On the CPU:** plain fp32; the loop around forward/backward/Adam costs a few percent at most
+  (``benchmarks/bench_train.py`` measures it).
+
+Checkpoints (``bvae_lib.checkpoint``) carry every RNG state, including the generator that draws
+the batches, so a run that is interrupted and resumed gives bitwise the same weights on the CPU
+as one that was not.
+
+Budgets: :func:`budget` returns a paper-scale number of steps on a GPU (300,000 steps of batch 64,
+Burgess et al. 2018) and a short one on the CPU; the environment variable ``BVAE_STEPS``
+overrides both, e.g. ``BVAE_STEPS=50 make test`` or ``BVAE_STEPS=300000`` in Colab.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bvae_lib import checkpoint as ckpt_lib
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "NonFiniteLossError",
+    "train",
+    "pick_device",
+    "budget",
+    "seed_everything",
+    "progress_enabled",
+    "load_history",
+    "PAPER_STEPS",
+    "PAPER_BATCH_SIZE",
+]
+
+#: Paper scale: 300,000 Adam steps of batch 64 (Burgess et al. 2018, dSprites; also the setting
+#: of Locatello et al. 2019's large study).
+PAPER_STEPS = 300_000
+PAPER_BATCH_SIZE = 64
+
+STEPS_ENV = "BVAE_STEPS"        # overrides budget(): a positive integer
+PROGRESS_ENV = "BVAE_PROGRESS"  # "0" turns every progress bar off (tests, nbval, CI)
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Defaults are the paper's optimiser settings (Adam, lr 5e-4, batch 64,
+    Burgess et al. 2018); ``steps`` is the total number of optimisation steps of the run, so a
+    resumed run with a larger ``steps`` continues up to it."""
+
+    steps: int
+    batch_size: int = PAPER_BATCH_SIZE     # M
+    lr: float = 5e-4                       # Adam learning rate (betas 0.9, 0.999)
+    seed: int = 0                          # model init, reparameterisation noise, batches
+    device: str = "auto"                   # "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", ...
+    amp: bool = True                       # mixed precision on CUDA; ignored elsewhere (fp32)
+    compile: bool = False                  # torch.compile the model on CUDA; ignored elsewhere
+    checkpoint_every: int = 5_000          # steps between checkpoints (when out_dir is given)
+    log_every: int = 100                   # steps averaged into one history entry
+    progress: bool | None = None           # None: on unless BVAE_PROGRESS=0
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
+            raise ValueError(f"TrainConfig.seed must be an integer, got {self.seed!r}")
+        # plain Python numbers: numpy scalars would not load with torch.load(weights_only=True)
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "seed"):
+            setattr(self, name, int(getattr(self, name)))
+        self.lr = float(self.lr)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns. ``model`` is in eval mode, on the training device."""
+
+    model: torch.nn.Module
+    history: dict                 # term -> list, one entry per log window; "step" = steps done
+    step: int                     # steps done in total (== config.steps)
+    checkpoint: Path | None       # the last checkpoint written, if out_dir was given
+    seconds: float = 0.0          # wall time of this call's loop (excludes setup)
+    steps_run: int = 0            # steps run by this call (fewer than ``step`` after a resume)
+    batch_size: int = PAPER_BATCH_SIZE
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def images_per_second(self) -> float:
+        return self.steps_run * self.batch_size / self.seconds if self.seconds > 0 else float("nan")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or Inf; the message names the step and the term."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Hardware, seeds, budgets
+# ---------------------------------------------------------------------------------------------
+
+def pick_device(preference: str | torch.device | None = "auto") -> torch.device:
+    """The training device: CUDA if present, then Apple MPS, then the CPU.
+
+    ``preference`` other than ``"auto"`` (e.g. ``"cpu"``, ``"cuda:1"``) is used as is, after
+    checking that it exists.
+    """
+    if preference is None or str(preference) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(preference)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', "
+                         f"got {preference!r}") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(preference)!r} was requested but CUDA is not available "
+                         f"here; use device='auto' or 'cpu'")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                     and torch.backends.mps.is_available()):
+        raise ValueError(f"device={str(preference)!r} was requested but Apple MPS is not "
+                         f"available here; use device='auto' or 'cpu'")
+    return device
+
+
+def budget(cpu: int, gpu: int = PAPER_STEPS, *, mps: int | None = None,
+           device: str | torch.device | None = "auto") -> int:
+    """Number of training steps for this hardware.
+
+    ``gpu`` on CUDA (default: the paper's 300,000), ``mps`` on Apple silicon (default: ``cpu``),
+    ``cpu`` otherwise -- so a chapter can write ``TrainConfig(steps=budget(cpu=2_000))`` and get
+    a paper-scale run in Colab and a short one in CI. The environment variable ``BVAE_STEPS``
+    (a positive integer) overrides all of them.
+    """
+    env = os.environ.get(STEPS_ENV, "").strip()
+    if env:
+        try:
+            steps = int(env)
+        except ValueError:
+            steps = 0
+        if steps < 1:
+            raise ValueError(f"environment variable {STEPS_ENV} must be a positive integer "
+                             f"number of steps, got {env!r}; unset it to use the default budget")
+        return steps
+    for name, value in (("cpu", cpu), ("gpu", gpu), ("mps", mps)):
+        if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+            raise ValueError(f"budget({name}=...) must be a positive integer, got {value!r}")
+    kind = pick_device(device).type
+    if kind == "cuda":
+        return int(gpu)
+    if kind == "mps":
+        return int(mps if mps is not None else cpu)
+    return int(cpu)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and Python's ``random``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def progress_enabled(progress: bool | None = None) -> bool:
+    """Whether to show a progress bar: ``BVAE_PROGRESS=0`` wins (CI, nbval), then ``progress``,
+    then on."""
+    if os.environ.get(PROGRESS_ENV, "").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return True if progress is None else bool(progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    return a.type == b.type and (a.index or 0) == (b.index or 0)
+
+
+def _is_ground_truth(dataset) -> bool:
+    return hasattr(dataset, "sample_factors") and hasattr(dataset, "images_from_factors")
+
+
+def _batch_sampler(dataset, batch_size: int, generator: torch.Generator):
+    """A function drawing one batch of M images uniformly (with replacement) from ``dataset``.
+
+    Ground-truth datasets draw factor combinations and render them (on their device); plain
+    image datasets draw indices. Either way every random number comes from ``generator``,
+    whose state the checkpoint saves.
+    """
+    if _is_ground_truth(dataset):
+        def next_batch():
+            return dataset.images_from_factors(dataset.sample_factors(batch_size, generator))
+    else:
+        n = len(dataset)
+
+        def next_batch():
+            idx = torch.randint(n, (batch_size,), generator=generator, device=generator.device)
+            return dataset.images(idx)
+    return next_batch
+
+
+def _check_dataset(dataset, model_config) -> None:
+    """Fail before training, not at step 0 inside a convolution, on a wrong dataset."""
+    if not (hasattr(dataset, "images") and hasattr(dataset, "__len__")):
+        raise TypeError(f"dataset must follow the bvae_lib.data protocol (images + len, and "
+                        f"sample_factors + images_from_factors for ground-truth data), got "
+                        f"{type(dataset).__name__}; wrap an image tensor in "
+                        f"bvae_lib.data.TensorImages")
+    if len(dataset) == 0:
+        raise ValueError("dataset is empty")
+    x = dataset.images(torch.zeros(1, dtype=torch.long, device=getattr(dataset, "device", "cpu")))
+    c, s = model_config.channels, model_config.image_size
+    if tuple(x.shape[1:]) != (c, s, s):
+        raise ValueError(f"dataset images have shape {tuple(x.shape[1:])} but the model expects "
+                         f"({c}, {s}, {s}); set ModelConfig(channels={x.shape[1]}) or use "
+                         f"another dataset")
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging without synchronising
+# ---------------------------------------------------------------------------------------------
+
+class _Recorder:
+    """Keeps each step's loss terms in a (log_every, width) buffer on the device.
+
+    One row a step, filled with a single ``torch.cat(..., out=row)``; ``flush`` brings the window
+    to the host in one transfer, finds the first non-finite value (so the error names the exact
+    step and term), and averages the window.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self.buf = None
+        self.rows = 0
+
+    def _layout(self, terms: dict) -> None:
+        # "loss" first, so that an error message names it first
+        self.keys = sorted((k for k, v in terms.items() if isinstance(v, torch.Tensor)),
+                           key=lambda k: k != "loss")
+        self.slices, start = {}, 0
+        for k in self.keys:
+            n = terms[k].numel()
+            self.slices[k] = (start, n, terms[k].dim() > 0)
+            start += n
+        ref = terms["loss"]
+        self.buf = torch.empty(self.size, start, dtype=torch.float32, device=ref.device)
+
+    @torch.no_grad()
+    def record(self, terms: dict) -> None:
+        if self.buf is None:
+            self._layout(terms)
+        torch.cat([terms[k].reshape(-1) for k in self.keys], out=self.buf[self.rows])
+        self.rows += 1
+
+    def flush(self, steps_done: int) -> dict:
+        window = self.buf[:self.rows].cpu()           # the only device -> host copy
+        first_step = steps_done - self.rows
+        self.rows = 0
+        bad = ~torch.isfinite(window)
+        if bad.any():
+            r = int(bad.any(dim=1).nonzero()[0])
+            named = [f"{k}={window[r, s:s + n].tolist() if vec else window[r, s].item()}"
+                     for k, (s, n, vec) in self.slices.items() if bad[r, s:s + n].any()]
+            raise NonFiniteLossError(
+                f"the loss became non-finite at step {first_step + r}: {', '.join(named)}. "
+                f"Training stopped; the last checkpoint (if any) is intact. Lower the learning "
+                f"rate, check the data range, or change the objective's hyperparameters")
+        mean = window.double().mean(dim=0)
+        entry = {"step": steps_done}
+        for k, (s, n, vec) in self.slices.items():
+            entry[k] = mean[s:s + n].tolist() if vec else float(mean[s])
+        return entry
+
+
+def _append(history: dict, entry: dict) -> None:
+    for k, v in entry.items():
+        history.setdefault(k, []).append(v)
+
+
+def _to_float32(out: dict) -> dict:
+    """Autocast outputs (bf16/fp16) -> fp32, so the objective's sums are computed in fp32."""
+    def cast(v):
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            return v.float()
+        if isinstance(v, (list, tuple)):
+            return type(v)(cast(u) for u in v)
+        return v
+    return {k: cast(v) for k, v in out.items()}
+
+
+def _has_conv(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for m in model.modules())
+
+
+# ---------------------------------------------------------------------------------------------
+# Resuming
+# ---------------------------------------------------------------------------------------------
+
+# Train-config fields that must not change when a run is resumed: changing them would make the
+# continued run silently differ from an uninterrupted one.
+_RESUME_FIXED = ("batch_size", "lr", "seed")
+
+
+def _check_resumable(ckpt: dict, model_config, objective_config, config: TrainConfig) -> None:
+    from bvae_lib.objectives import objective_config_to_dict
+
+    where = ckpt["path"]
+    diff = ckpt_lib.config_differences(ckpt["model_config"], dataclasses.asdict(model_config))
+    if diff:
+        raise ValueError(f"cannot resume {where}: it was trained with another model config "
+                         f"({'; '.join(diff)}); use another out_dir for a new model")
+    diff = ckpt_lib.config_differences(ckpt["objective_config"],
+                                    objective_config_to_dict(objective_config))
+    if diff:
+        raise ValueError(f"cannot resume {where}: it was trained with another objective "
+                         f"({'; '.join(diff)}); use another out_dir for a new objective")
+    for name in _RESUME_FIXED:
+        old = ckpt["train_config"].get(name)
+        if old != getattr(config, name):
+            raise ValueError(f"cannot resume {where}: {name}={getattr(config, name)!r} differs "
+                             f"from the checkpoint's {name}={old!r}; keep it, or start a new "
+                             f"run in another out_dir")
+    if config.steps < ckpt["step"]:
+        raise ValueError(f"cannot resume {where} to steps={config.steps}: the checkpoint is "
+                         f"already at step {ckpt['step']}; pass steps >= {ckpt['step']}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+def train(model_config, objective_config, dataset, train_config: TrainConfig,
+          out_dir: str | os.PathLike | None = None, resume: bool = False) -> TrainResult:
+    """Train ``build_model(model_config)`` with ``build_objective(objective_config)`` on
+    ``dataset`` for ``train_config.steps`` steps.
+
+    With ``out_dir`` a checkpoint (``out_dir/checkpoint.pt``) and the history
+    (``out_dir/history.json``) are written every ``checkpoint_every`` steps and at the end.
+    ``resume=True`` continues the checkpoint in ``out_dir`` if there is one (and starts afresh
+    if there is none); ``resume=False`` refuses to overwrite an existing run.
+    """
+    from bvae_lib.models import ModelConfig, build_model
+    from bvae_lib.objectives import build_objective, objective_config_from_dict
+
+    config = train_config
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"train_config must be a TrainConfig, got {type(config).__name__}")
+    if isinstance(model_config, dict):
+        model_config = ModelConfig(**model_config)
+    if isinstance(objective_config, dict):
+        objective_config = objective_config_from_dict(objective_config)
+    device = pick_device(config.device)
+
+    # -- an existing run? ---------------------------------------------------------------------
+    ckpt, ckpt_path = None, None
+    if out_dir is not None:
+        ckpt_path = Path(out_dir) / ckpt_lib.CHECKPOINT_NAME
+        if ckpt_path.exists():
+            if not resume:
+                raise ValueError(f"{out_dir} already holds a run ({ckpt_path}); pass resume=True "
+                                 f"(CLI: --resume) to continue it, or choose another out_dir")
+            ckpt = ckpt_lib.load_checkpoint(ckpt_path)
+            _check_resumable(ckpt, model_config, objective_config, config)
+
+    # -- model, objective, optimiser ------------------------------------------------------------
+    seed_everything(config.seed)                 # the initial weights depend on the seed only
+    model = build_model(model_config)
+    objective = build_objective(objective_config, decoder=model_config.decoder)
+    size = getattr(objective_config, "dataset_size", None)
+    if size is not None and hasattr(dataset, "__len__") and size != len(dataset):
+        warnings.warn(f"objective_config.dataset_size={size} but the dataset has {len(dataset)} "
+                      f"images; the total-correlation estimator assumes dataset_size = N",
+                      UserWarning, stacklevel=2)
+    if ckpt is not None:
+        ckpt_lib.load_weights(model, ckpt)
+    model.to(device)
+    channels_last = device.type == "cuda" and _has_conv(model)
+    if channels_last:                            # NHWC is what cuDNN's fast kernels want
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+
+    amp_dtype, scaler = None, None
+    if device.type == "cuda" and config.amp:
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if amp_dtype is torch.float16:           # fp16 underflows small gradients: scale them
+            scaler = torch.amp.GradScaler("cuda")
+    forward = model
+    if config.compile:
+        if device.type == "cuda":
+            forward = torch.compile(model)
+        else:
+            warnings.warn(f"TrainConfig.compile=True is only used on CUDA; training on "
+                          f"{device.type} without torch.compile", UserWarning, stacklevel=2)
+    amp_context = (torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None
+                   else contextlib.nullcontext())
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True    # fixed shapes: pick the fastest conv once
+
+    # -- data on the device ---------------------------------------------------------------------
+    if hasattr(dataset, "to") and not _same_device(getattr(dataset, "device", device), device):
+        dataset = dataset.to(device)             # moved (or re-made) once, not per batch
+    _check_dataset(dataset, model_config)
+    data_device = torch.device(getattr(dataset, "device", "cpu"))
+    generator = torch.Generator(device=data_device)
+    generator.manual_seed(config.seed)
+    next_batch = _batch_sampler(dataset, config.batch_size, generator)
+
+    # -- resume --------------------------------------------------------------------------------
+    start, history = 0, {}
+    if ckpt is not None:
+        start, history = ckpt["step"], ckpt["history"]
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        if not ckpt_lib.set_rng_state(ckpt["rng"], generator):
+            warnings.warn(f"{ckpt_path} was written on another kind of device; the batch "
+                          f"generator is reseeded, so the continuation is not bitwise identical",
+                          UserWarning, stacklevel=2)
+            generator.manual_seed(config.seed + start)
+
+    def save(step: int) -> Path:
+        return ckpt_lib.save_checkpoint(
+            ckpt_path, model=model, objective_config=objective_config, train_config=config,
+            optimizer=optimizer, step=step, history=history, data_generator=generator,
+            scaler=scaler, extra={"dataset": repr(dataset)})
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=config.steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
+               disable=not progress_enabled(config.progress))
+    recorder = _Recorder(config.log_every)
+    saved = None
+    model.train()
+    t0 = time.perf_counter()
+    try:
+        for step in range(start, config.steps):
+            x = next_batch().to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with amp_context:
+                out = forward(x)
+            if amp_dtype is not None:
+                out = _to_float32(out)
+            terms = objective(out, x, step)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(terms["loss"]).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                terms["loss"].backward()
+                optimizer.step()
+            recorder.record(terms)
+            bar.update()
+
+            done = step + 1
+            save_now = ckpt_path is not None and (done % config.checkpoint_every == 0
+                                                  or done == config.steps)
+            if done % config.log_every == 0 or done == config.steps or save_now:
+                entry = recorder.flush(done)     # raises on NaN/Inf *before* any save
+                _append(history, entry)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in entry.items()
+                                 if isinstance(v, float)}, refresh=False)
+                if save_now:
+                    saved = save(done)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    if ckpt_path is not None and saved is None and ckpt is not None:
+        saved = ckpt_path                        # resumed at steps == checkpoint step: no-op
+    model.eval()
+    return TrainResult(model=model, history=history, step=config.steps, checkpoint=saved,
+                       seconds=seconds, steps_run=config.steps - start,
+                       batch_size=config.batch_size, device=device)
+
+
+def load_history(path: str | os.PathLike) -> dict:
+    """The history written next to a checkpoint (``path``: the run directory or the json)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / ckpt_lib.HISTORY_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no training history at {path}; it is written by train(..., "
+                                f"out_dir=DIR) as DIR/{ckpt_lib.HISTORY_NAME}")
+    with open(path) as f:
+        return json.load(f)
