@@ -1,0 +1,92 @@
+"""How long each metric takes, and how much of it is the representation itself.
+
+    python benchmarks/bench_metrics.py            # reduced sizes (minutes on a laptop CPU)
+    python benchmarks/bench_metrics.py --full     # every metric at its defaults (GPU advised)
+
+The representation is an untrained Burgess encoder (``baselines.untrained_encoder``): scoring
+cost does not depend on the weights. For each metric we time the whole call and, separately,
+the time spent inside the representation (synchronised on a GPU); the rest -- rendering,
+sampling, classifiers, mutual information -- is the metric's own overhead, reported as a
+percentage of the encoder time (target: <= 20%). The paper defaults encode up to 1.9 million
+images; at reduced sizes the printout says which sizes were used and extrapolates the
+encoder time of the defaults from the measured throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from bvae_lib.baselines import untrained_encoder
+from bvae_lib.data import DSprites
+from bvae_lib.metrics import beta_vae_score, dci, factor_vae_score, mig, sap
+
+
+class Timed:
+    """Wrap a representation and accumulate the seconds spent inside it."""
+
+    def __init__(self, fn, device):
+        self.fn, self.device, self.seconds, self.images = fn, device, 0.0, 0
+
+    def __call__(self, x):
+        start = time.perf_counter()
+        out = self.fn(x)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - start
+        self.images += x.shape[0]
+        return out
+
+
+# (name, function, reduced keyword arguments, images encoded at the defaults)
+REDUCED = {
+    "beta_vae": (beta_vae_score, dict(num_train=100, num_eval=50), 1_920_000),
+    "mig_histogram": (mig, dict(), 10_000),
+    "mig_sampling": (mig, dict(estimator="sampling", num_points=5_000, num_samples=5_000),
+                     737_280),
+    "factor_vae": (factor_vae_score, dict(num_train=150, num_eval=75,
+                                          num_variance_estimate=5_000), 970_000),
+    "dci": (dci, dict(), 15_000),
+    "sap": (sap, dict(), 15_000),
+}
+DEFAULTS = {"mig_sampling": dict(estimator="sampling")}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="run every metric at its defaults")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    parser.add_argument("--only", nargs="*", choices=sorted(REDUCED), help="metrics to run")
+    args = parser.parse_args()
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
+                          if args.device == "auto" else args.device)
+    dataset = DSprites(device)
+    encoder = untrained_encoder(seed=0, device=device)
+    print(f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else ''}"
+          f"{torch.get_num_threads()} CPU threads); representation: {encoder}")
+    print(f"sizes: {'defaults' if args.full else 'REDUCED (see kwargs); --full for defaults'}")
+    header = (f"{'metric':<14} {'images':>9} {'wall s':>8} {'encoder s':>9} {'overhead':>9} "
+              f"{'img/s':>7} {'defaults: images':>16} {'est. encoder s':>14}  kwargs")
+    print(header)
+    print("-" * len(header))
+    for name in args.only or REDUCED:
+        fn, reduced, default_images = REDUCED[name]
+        kwargs = DEFAULTS.get(name, {}) if args.full else reduced
+        if name.startswith("mig_sampling"):
+            timed = Timed(encoder.model.encode, device)     # the sampling estimator needs q(z|x)
+        else:
+            timed = Timed(encoder, device)
+        start = time.perf_counter()
+        result = fn(timed, dataset, **kwargs)
+        wall = time.perf_counter() - start
+        rate = timed.images / timed.seconds
+        overhead = (wall - timed.seconds) / timed.seconds
+        print(f"{name:<14} {timed.images:>9,} {wall:>8.1f} {timed.seconds:>9.1f} "
+              f"{overhead:>8.0%} {rate:>7.0f} {default_images:>16,} "
+              f"{default_images / rate:>14.0f}  {kwargs}  score={result.score:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
