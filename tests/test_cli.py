@@ -16,16 +16,6 @@ BETA = BetaVAEConfig.name
 TINY = ["--latent-dim", "4", "--batch-size", "8", "--no-progress", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Batches of 8 gain nothing from a second thread, and on a CPU shared with other jobs two
-    threads spin-wait for each other whenever one is preempted: one thread is faster here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run_cli(args, capsys):
     code = cli.main([str(a) for a in args])
     out, err = capsys.readouterr()

@@ -14,15 +14,6 @@ from bvae_lib.models import ARCHITECTURES, JointVAE, ModelConfig, VAE, build_mod
 M = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny batches: thread start-up costs more than it saves on a shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def images():
     x, _ = DSprites().sample(M, generator=torch.Generator().manual_seed(0))

@@ -17,15 +17,6 @@ D = torch.float64
 N, d = 64, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small tensors: thread start-up costs more than it saves on a shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 

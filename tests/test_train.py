@@ -18,16 +18,6 @@ MODEL = ModelConfig(latent_dim=4)
 OBJECTIVE = BetaVAEConfig(beta=4.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Batches of 8 gain nothing from a second thread, and on a CPU shared with other jobs two
-    threads spin-wait for each other whenever one is preempted: one thread is faster here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(steps, **kw):
     kw.setdefault("device", "cpu")      # bitwise claims are CPU claims, even on a GPU machine
     kw.setdefault("batch_size", 8)
