@@ -447,11 +447,19 @@ def train(model_config, objective_config, dataset, train_config: TrainConfig,
                           UserWarning, stacklevel=2)
             generator.manual_seed(config.seed + start)
 
+    # Wall time and device travel with the checkpoint (summed over resumes) for the manifests
+    # of shipped models.
+    prior_seconds = float(ckpt.get("extra", {}).get("wall_seconds", 0.0)) if ckpt else 0.0
+    device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else f"{device.type} ({torch.get_num_threads()} threads)")
+
     def save(step: int) -> Path:
+        extra = {"dataset": repr(dataset), "device": device_name,
+                 "wall_seconds": prior_seconds + time.perf_counter() - t0}
         return ckpt_lib.save_checkpoint(
             ckpt_path, model=model, objective_config=objective_config, train_config=config,
             optimizer=optimizer, step=step, history=history, data_generator=generator,
-            scaler=scaler, extra={"dataset": repr(dataset)})
+            scaler=scaler, extra=extra)
 
     from tqdm.auto import tqdm
 

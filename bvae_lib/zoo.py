@@ -1,0 +1,218 @@
+"""Pretrained models shipped with the book, each with a manifest that says how it was made.
+
+A shipped model is a folder ``bvae_lib/pretrained/NAME/`` with two files:
+
+``weights.pt``
+    plain data for ``torch.load(weights_only=True)``: the model config and the weights in half
+    precision (a Burgess model is ~0.5 M parameters, so ~1 MB);
+``manifest.json``
+    the exact command that trained it, its model / objective / training configs, the seed,
+    steps, device, wall time, library and torch versions, and the metrics *computed from the
+    shipped half-precision weights* with the settings recorded next to them.
+
+``python -m bvae_lib.zoo export RUN --name NAME --command "..."`` writes both from a training run
+(a directory written by ``python -m bvae_lib train``); ``python -m bvae_lib.zoo verify``
+recomputes every recorded metric from the shipped weights. In Python::
+
+    from bvae_lib import zoo
+    zoo.available()                 # ['beta1', 'beta4', ...]
+    model = zoo.load("beta4")       # eval mode, float32, on the CPU
+    zoo.manifest("beta4")["metrics"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+__all__ = ["PRETRAINED_DIR", "METRIC_SETTINGS", "available", "manifest", "load", "export",
+           "evaluate", "verify"]
+
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+WEIGHTS_NAME, MANIFEST_NAME = "weights.pt", "manifest.json"
+FORMAT = "bvae_lib.pretrained"
+
+#: The metrics recorded in every manifest, with their sample sizes. These are smaller than the
+#: papers' (the beta-VAE metric's defaults encode 1.9 million images, an hour on this CPU), so
+#: that `verify` and the test that recomputes them run in about a minute; the sizes are written
+#: into each manifest next to the scores. MIG uses disentanglement_lib's own defaults.
+METRIC_SETTINGS = {
+    "mig": dict(num_points=10_000, num_bins=20),
+    "factor_vae": dict(num_train=300, num_eval=150, num_variance_estimate=5_000),
+    "beta_vae": dict(num_train=300, num_eval=150),
+}
+METRIC_SEED = 0
+
+
+def _folder(name: str, root: Path | None = None) -> Path:
+    root = Path(root) if root is not None else PRETRAINED_DIR
+    folder = root / name
+    if not (folder / MANIFEST_NAME).is_file():
+        have = ", ".join(available(root)) or "none"
+        raise ValueError(f"no pretrained model named {name!r} (available: {have})")
+    return folder
+
+
+def available(root: str | Path | None = None) -> list[str]:
+    """Names of the shipped models."""
+    root = Path(root) if root is not None else PRETRAINED_DIR
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / MANIFEST_NAME).is_file())
+
+
+def manifest(name: str, root: str | Path | None = None) -> dict:
+    """The manifest of a shipped model (see the module docstring)."""
+    return json.loads((_folder(name, root) / MANIFEST_NAME).read_text())
+
+
+def load(name: str, device: str | torch.device | None = None, root: str | Path | None = None):
+    """The shipped model ``name``, rebuilt from its config, in eval mode, float32."""
+    from bvae_lib.checkpoint import _check_state_dict
+    from bvae_lib.models import ModelConfig, build_model
+
+    path = _folder(name, root) / WEIGHTS_NAME
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable weights file ({type(e).__name__}); the "
+                         f"shipped file is damaged: restore it from the repository") from e
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a bvae_lib pretrained weights file")
+    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in blob["model_config"].items()}
+    model = build_model(ModelConfig(**cfg))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
+    _check_state_dict(model, state, str(path))
+    model.load_state_dict(state)
+    return model.to(device or "cpu").eval()
+
+
+def evaluate(model, settings: dict | None = None, seed: int = METRIC_SEED) -> dict:
+    """The manifest's metrics of ``model`` on the procedural dSprites, with their settings."""
+    from bvae_lib import metrics
+    from bvae_lib.data import DSprites
+
+    settings = METRIC_SETTINGS if settings is None else settings
+    device = next(model.parameters()).device
+    dataset = DSprites(device)
+    functions = {"mig": metrics.mig, "factor_vae": metrics.factor_vae_score,
+                 "beta_vae": metrics.beta_vae_score}
+    out = {}
+    for name, kwargs in settings.items():
+        result = functions[name](model.representation, dataset, seed=seed, **kwargs)
+        entry = {"score": float(result.score), "settings": {**kwargs, "seed": seed}}
+        if name == "mig":
+            entry["gaps"] = {f: float(g) for f, g in zip(result.factors, result.gaps)}
+        if name in ("beta_vae", "factor_vae"):
+            entry["train_accuracy"] = float(result.train_accuracy)
+        out[name] = entry
+    return out
+
+
+def export(run: str | Path, name: str, command: str, description: str = "",
+           root: str | Path | None = None, notes: str = "",
+           settings: dict | None = None) -> Path:
+    """Ship the model of a training run as ``root/name`` (weights in fp16 + manifest).
+
+    The metrics are computed from the half-precision weights as they will be loaded, so the
+    manifest describes exactly what is shipped (``settings``: metric sample sizes, default
+    :data:`METRIC_SETTINGS`).
+    """
+    from bvae_lib import __version__
+    from bvae_lib.checkpoint import atomic_write, load_checkpoint, write_json
+
+    ckpt = load_checkpoint(run)
+    folder = (Path(root) if root is not None else PRETRAINED_DIR) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    blob = {"format": FORMAT, "model_config": ckpt["model_config"],
+            "state_dict": {k: v.half() if v.is_floating_point() else v
+                           for k, v in ckpt["model"].items()}}
+    atomic_write(folder / WEIGHTS_NAME, lambda fh: torch.save(blob, fh))
+    history = ckpt["history"]
+    last = {k: v[-1] for k, v in history.items() if v and isinstance(v[-1], (int, float))}
+    info = {
+        "name": name,
+        "description": description,
+        "command": command,
+        "model_config": ckpt["model_config"],
+        "objective_config": ckpt["objective_config"],
+        "train_config": ckpt["train_config"],
+        "seed": ckpt["train_config"]["seed"],
+        "steps": ckpt["step"],
+        "device": ckpt.get("extra", {}).get("device", "unknown"),
+        "wall_seconds": ckpt.get("extra", {}).get("wall_seconds"),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "library_version": ckpt["library_version"],
+        "exported_with": {"bvae_lib": __version__, "torch": torch.__version__},
+        "final_losses": last,
+        "notes": notes,
+        "metrics": {},
+    }
+    write_json(folder / MANIFEST_NAME, info)        # the weights' metrics follow
+    info["metrics"] = evaluate(load(name, root=root), settings)
+    write_json(folder / MANIFEST_NAME, info)
+    return folder
+
+
+def verify(names: list[str] | None = None, root: str | Path | None = None,
+           tolerance: float = 0.02) -> dict:
+    """Recompute each model's recorded metrics from its shipped weights.
+
+    Returns ``{name: {metric: (recorded, recomputed)}}`` and raises ``AssertionError`` if any
+    differs by more than ``tolerance`` (absolute; the same machine reproduces them exactly,
+    another CPU may round differently in the last bits of the encoder).
+    """
+    report, bad = {}, []
+    for name in names or available(root):
+        info = manifest(name, root)
+        settings = {m: {k: v for k, v in e["settings"].items() if k != "seed"}
+                    for m, e in info["metrics"].items()}
+        seeds = {e["settings"]["seed"] for e in info["metrics"].values()}
+        again = evaluate(load(name, root=root), settings, seed=seeds.pop() if seeds else 0)
+        report[name] = {m: (info["metrics"][m]["score"], again[m]["score"]) for m in settings}
+        bad += [f"{name}.{m}: recorded {a:.4f}, recomputed {b:.4f}"
+                for m, (a, b) in report[name].items() if abs(a - b) > tolerance]
+    if bad:
+        raise AssertionError("metrics not reproduced: " + "; ".join(bad))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bvae_lib.zoo",
+                                     description="List, export and verify the shipped models.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="the shipped models and their metrics")
+    ex = sub.add_parser("export", help="ship the model of a training run")
+    ex.add_argument("run", help="run directory written by `python -m bvae_lib train`")
+    ex.add_argument("--name", required=True)
+    ex.add_argument("--command", required=True, help="the exact command that trained it")
+    ex.add_argument("--description", default="")
+    ex.add_argument("--notes", default="")
+    ve = sub.add_parser("verify", help="recompute the recorded metrics from the shipped weights")
+    ve.add_argument("names", nargs="*")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "list":
+            for name in available():
+                m = manifest(name)
+                scores = ", ".join(f"{k} {v['score']:.3f}" for k, v in m["metrics"].items())
+                print(f"{name:12s} {m['steps']:>7d} steps on {m['device']}: {scores}")
+        elif args.cmd == "export":
+            print(export(args.run, args.name, args.command, args.description, notes=args.notes))
+        else:
+            for name, scores in verify(args.names or None).items():
+                print(name, {m: f"{a:.4f} / {b:.4f}" for m, (a, b) in scores.items()})
+    except (ValueError, FileNotFoundError, AssertionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

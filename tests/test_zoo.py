@@ -1,0 +1,76 @@
+"""The shipped models load, and their manifests' metrics are reproduced from the shipped weights."""
+
+import json
+
+import pytest
+import torch
+
+from bvae_lib import zoo
+from bvae_lib.data import DSprites
+from bvae_lib.models import ModelConfig
+from bvae_lib.objectives import BetaVAEConfig
+from bvae_lib.train import TrainConfig, train
+
+TINY_METRICS = {"mig": dict(num_points=500, num_bins=10),
+                "beta_vae": dict(num_train=20, num_eval=10, batch_size=8)}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    root = tmp_path_factory.mktemp("zoo")
+    train(ModelConfig(latent_dim=4), BetaVAEConfig(beta=4), DSprites(),
+          TrainConfig(steps=4, batch_size=8, log_every=2, progress=False, device="cpu"),
+          out_dir=run)
+    zoo.export(run, "tiny", command="python -m bvae_lib train --steps 4", root=root,
+               settings=TINY_METRICS)
+    return run, root
+
+
+def test_export_writes_half_precision_weights_and_a_complete_manifest(exported):
+    _, root = exported
+    assert zoo.available(root) == ["tiny"]
+    info = zoo.manifest("tiny", root)
+    for key in ("command", "model_config", "objective_config", "train_config", "seed", "steps",
+                "device", "wall_seconds", "library_version", "metrics"):
+        assert key in info, key
+    assert info["steps"] == 4 and info["objective_config"]["beta"] == 4
+    assert set(info["metrics"]) == set(TINY_METRICS)
+    blob = torch.load(root / "tiny" / "weights.pt", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in blob["state_dict"].values()
+               if v.is_floating_point())
+
+
+def test_loaded_model_matches_the_run_up_to_half_precision(exported):
+    from bvae_lib.checkpoint import load_model
+
+    run, root = exported
+    shipped, original = zoo.load("tiny", root=root), load_model(run)
+    x = torch.rand(3, 1, 64, 64).round()
+    assert not shipped.training
+    torch.testing.assert_close(shipped.representation(x), original.representation(x),
+                               atol=2e-2, rtol=2e-2)
+
+
+def test_verify_reproduces_and_catches_a_tampered_manifest(exported):
+    _, root = exported
+    report = zoo.verify(["tiny"], root=root)
+    assert all(a == b for a, b in report["tiny"].values())
+    path = root / "tiny" / "manifest.json"
+    info = json.loads(path.read_text())
+    info["metrics"]["mig"]["score"] += 0.5
+    path.write_text(json.dumps(info))
+    with pytest.raises(AssertionError, match="tiny.mig"):
+        zoo.verify(["tiny"], root=root)
+
+
+def test_unknown_model_names_the_available_ones(exported):
+    _, root = exported
+    with pytest.raises(ValueError, match="available: tiny"):
+        zoo.load("nope", root=root)
+
+
+@pytest.mark.parametrize("name", zoo.available() or [pytest.param(None, marks=pytest.mark.skip(
+    reason="no pretrained model is shipped yet"))])
+def test_shipped_model_reproduces_its_recorded_metrics(name):
+    zoo.verify([name])
