@@ -3,16 +3,16 @@
 Everything that scores or trains on dSprites talks to a dataset through one small protocol
 (the public contract the book, the metrics and the training loop rely on):
 
-=========================  ==================================================================
-``factor_names``           names of the K factors, e.g. ``("shape", "scale", ...)``
-``factor_sizes``           number of classes of each factor, e.g. ``(3, 6, 40, 32, 32)``
-``len(dataset)``           number of images, ``prod(factor_sizes)``
-``images(indices)``        float32 ``(n, 1, 64, 64)``, values in {0, 1}
-``factors(indices)``       factor classes, long ``(n, K)``
-``sample_factors(n, g)``   n factor combinations drawn uniformly (``g``: a torch.Generator)
-``index(factors)``         the flat index of each factor combination
-``images_from_factors(f)`` the images of the given factor combinations
-=========================  ==================================================================
+==========================  ==================================================================
+``factor_names``            names of the K factors, e.g. ``("shape", "scale", ...)``
+``factor_sizes``            number of classes of each factor, e.g. ``(3, 6, 40, 32, 32)``
+``len(dataset)``            number of images, ``prod(factor_sizes)``
+``images(indices)``         float32 ``(n, 1, 64, 64)``, values in {0, 1}
+``factors(indices)``        factor classes, long ``(n, K)``
+``sample_factors(n, g)``    n factor combinations drawn uniformly (``g``: a torch.Generator)
+``index(factors)``          the flat index of each factor combination
+``images_from_factors(f)``  the images of the given factor combinations
+==========================  ==================================================================
 
 Indexing follows the official dSprites file exactly: factors in the order shape, scale,
 orientation, position x, position y, the last one varying fastest, so that

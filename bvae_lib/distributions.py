@@ -4,16 +4,16 @@ Every function here is one line of mathematics; the book derives each one and th
 own from-scratch version against these. Shapes follow torch broadcasting and nothing is summed
 unless the name says so (``gaussian_kl`` is *per dimension*: sum it over latents yourself).
 
-=====================================  ===========================================================
-``gaussian_log_density(z, mu, logvar)``  log N(z; mu, exp(logvar)), elementwise
-``gaussian_kl(mu, logvar)``              KL(N(mu, exp(logvar)) || N(0, 1)), elementwise
-``reparameterize(mu, logvar)``           z = mu + exp(logvar / 2) * eps, eps ~ N(0, I)
-``sample_gumbel(shape)``                 Gumbel(0, 1) by inverse CDF, g = -log(-log u)
-``gumbel_max_sample(logits)``            argmax(logits + g): an exact categorical sample
-``gumbel_softmax_sample(logits, tau)``   softmax((logits + g) / tau): a Concrete sample
-``concrete_log_density(y, logits, tau)`` log density of the Concrete (Maddison et al. 2017)
-``categorical_kl_uniform(probs)``        KL(Cat(probs) || Uniform(k)), one value per categorical
-=====================================  ===========================================================
+========================================  ===========================================================
+``gaussian_log_density(z, mu, logvar)``   log N(z; mu, exp(logvar)), elementwise
+``gaussian_kl(mu, logvar)``               KL(N(mu, exp(logvar)) || N(0, 1)), elementwise
+``reparameterize(mu, logvar)``            z = mu + exp(logvar / 2) * eps, eps ~ N(0, I)
+``sample_gumbel(shape)``                  Gumbel(0, 1) by inverse CDF, g = -log(-log u)
+``gumbel_max_sample(logits)``             argmax(logits + g): an exact categorical sample
+``gumbel_softmax_sample(logits, tau)``    softmax((logits + g) / tau): a Concrete sample
+``concrete_log_density(y, logits, tau)``  log density of the Concrete (Maddison et al. 2017)
+``categorical_kl_uniform(probs)``         KL(Cat(probs) || Uniform(k)), one value per categorical
+========================================  ===========================================================
 
 Random functions take an optional ``torch.Generator``: with one, the draw is reproducible. The
 noise is drawn on the generator's device and moved to the data's device, so a CPU generator also

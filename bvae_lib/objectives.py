@@ -81,7 +81,7 @@ class BetaVAEConfig:
 
 @dataclass
 class AnnealedVAEConfig:
-    """Capacity-annealed beta-VAE (Burgess et al. 2018): recon + gamma * |KL - C(t)|, with C
+    """Capacity-annealed beta-VAE (Burgess et al. 2018): ``recon + gamma * |KL - C(t)|``, with C
     rising linearly from ``capacity_min`` to ``capacity_max`` nats over ``capacity_steps`` steps.
 
     dSprites defaults gamma = 1000 and C_max = 25 nats are Burgess et al.'s dSprites values; the
@@ -128,7 +128,7 @@ class BetaTCVAEConfig:
 
 @dataclass
 class JointVAEConfig:
-    """JointVAE (Dupont 2018): recon + gamma |KL_cont - C_cont(t)| + gamma |KL_disc - C_disc(t)|.
+    """JointVAE (Dupont 2018): ``recon + gamma |KL_cont - C_cont(t)| + gamma |KL_disc - C_disc(t)|``.
 
     Both capacities rise linearly over ``capacity_steps`` steps; the discrete one is clipped at
     sum_i log k_i, the largest KL a set of categoricals can have to the uniform prior.
@@ -413,7 +413,7 @@ class BetaVAELoss(Objective):
 
 
 class AnnealedVAELoss(Objective):
-    """recon + gamma * |KL - C(t)| (Burgess et al. 2018)."""
+    """``recon + gamma * |KL - C(t)|`` (Burgess et al. 2018)."""
 
     def terms(self, out, terms, step):
         c = self.config
@@ -439,7 +439,7 @@ class BetaTCVAELoss(Objective):
 
 
 class JointVAELoss(Objective):
-    """recon + gamma |KL_cont - C_cont(t)| + gamma |KL_disc - C_disc(t)| (Dupont 2018).
+    """``recon + gamma |KL_cont - C_cont(t)| + gamma |KL_disc - C_disc(t)|`` (Dupont 2018).
 
     KL_cont is the closed-form Gaussian KL; KL_disc is the sum over categoricals of
     KL(q(c|x) || Uniform(k)), with q(c|x) = softmax(logits). ``kl`` = KL_cont + KL_disc and

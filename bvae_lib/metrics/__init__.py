@@ -5,14 +5,16 @@ numpy): ``model.representation``, a PCA, the identity on :class:`bvae_lib.baseli
 IdentityObservations`. Metrics never import a model. One module a metric, as in
 disentanglement_lib:
 
-==================  =============================  ==========================================
-``beta_vae``        :func:`beta_vae_score`         Higgins et al. 2017
-``mig``             :func:`mig`, :func:`mig_from_codes`, :func:`mig_from_posterior`
-                                                   Chen et al. 2018 (histogram and sampling)
-``factor_vae``      :func:`factor_vae_score`       Kim & Mnih 2018
-``dci``             :func:`dci`, :func:`dci_from_codes`    Eastwood & Williams 2018
-``sap``             :func:`sap`, :func:`sap_from_codes`    Kumar et al. 2018
-==================  =============================  ==========================================
+==============  ===================================================  ===========================
+module          functions                                            paper
+==============  ===================================================  ===========================
+``beta_vae``    :func:`beta_vae_score`                               Higgins et al. 2017
+``mig``         :func:`mig`, :func:`mig_from_codes`,                 Chen et al. 2018 (histogram
+                :func:`mig_from_posterior`                           and sampling)
+``factor_vae``  :func:`factor_vae_score`                             Kim & Mnih 2018
+``dci``         :func:`dci`, :func:`dci_from_codes`                  Eastwood & Williams 2018
+``sap``         :func:`sap`, :func:`sap_from_codes`                  Kumar et al. 2018
+==============  ===================================================  ===========================
 
 Every function takes a ``seed``: the same seed gives the same score.
 """

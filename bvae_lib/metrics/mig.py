@@ -24,7 +24,7 @@ different numbers, so say which one a table reports:
     z ~ q(z|x) per image; H(z_j) = -E log q(z_j) with q(z_j) = 1/N sum_n q(z_j|x_n) the
     aggregate posterior, estimated on ``num_samples=10_000`` of the samples against the posteriors
     of *all* N images; H(z_j | v_k) = sum_v p(v) H(z_j | v_k = v) the same way within the images
-    having v_k = v. I = H(z_j) - H(z_j | v_k), clamped at 0, normalised by log |V_k|.
+    having v_k = v. I = H(z_j) - H(z_j | v_k), clamped at 0, normalised by ``log |V_k|``.
     Cost: N images encoded (737,280 for the whole of dSprites) and about
     (K + 1) * min(num_samples, N) * N * d Gaussian log-densities, evaluated in chunks of
     ``chunk_elements`` on the dataset's device: seconds on a GPU, far longer on a CPU, where a
@@ -150,7 +150,7 @@ def mig_from_posterior(mu, logvar, factor_classes, factor_sizes: Sequence[int] |
     """Sampling-estimator MIG (Chen et al. 2018) from posteriors alone.
 
     ``mu``, ``logvar``: (N, d) parameters of q(z|x_n); ``factor_classes``: (N, K) integers;
-    ``factor_sizes``: |V_k| for the normaliser log |V_k| (default: the number of classes seen).
+    ``factor_sizes``: ``|V_k|`` for the normaliser ``log |V_k|`` (default: the number of classes seen).
     The computation runs on the device of ``mu`` (float64), in chunks of at most
     ``chunk_elements`` log-densities, so memory stays bounded whatever N is.
     """

@@ -1,0 +1,139 @@
+"""The book's machinery (bvae_lib.book): the rules every chapter must satisfy, and the tools that
+enforce them can tell a good notebook from a bad one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from bvae_lib import book
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = book.toc_notebooks(ROOT)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.name for p in CHAPTERS])
+def test_every_chapter_passes_the_book_check(path):
+    """Badge, setup cell, clean stored outputs, every cell executed, >= 70% compared by nbval."""
+    report = book.check_notebook(path, ROOT)
+    assert report.ok, f"{path.name}:\n" + "\n".join(report.problems)
+    assert report.compared_fraction >= book.MIN_COMPARED_FRACTION
+
+
+def test_toc_lists_the_foundations_chapters_in_order():
+    names = [p.name for p in CHAPTERS]
+    first = ["01_disentanglement.ipynb", "02_vae_elbo.ipynb", "03_beta_lagrangian.ipynb"]
+    assert names[:3] == first
+    assert names == sorted(names), "chapters must be listed in the order of their numbers"
+
+
+def test_badge_and_install_line_use_the_repository_url_of_config():
+    url, branch, _ = book.repository_url(book.read_config(ROOT))
+    badge = book.colab_badge(ROOT / "book" / "02_vae_elbo.ipynb", ROOT)
+    owner_name = url.removeprefix("https://github.com/")
+    assert f"/github/{owner_name}/blob/{branch}/book/02_vae_elbo.ipynb)" in badge
+    assert f"git+{url}\"" in book.setup_cell_source(ROOT)
+
+
+def _good_notebook(tmp_path: Path) -> Path:
+    """A copy of the book skeleton (config, toc) with a minimal, correct chapter."""
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / "book").mkdir()
+    path = tmp_path / "book" / "01_disentanglement.ipynb"
+    nb = nbformat.v4.new_notebook()
+    title = "# 1. Test\n\n" + book.colab_badge(path, tmp_path) + "\n\nWhat it answers."
+    nb.cells = [nbformat.v4.new_markdown_cell(title),
+                nbformat.v4.new_code_cell(book.setup_cell_source(tmp_path), execution_count=1),
+                nbformat.v4.new_code_cell("print(1 + 1)", execution_count=2,
+                                          outputs=[nbformat.v4.new_output(
+                                              "stream", name="stdout", text="2\n")])]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_check_accepts_a_correct_notebook(tmp_path):
+    report = book.check_notebook(_good_notebook(tmp_path), tmp_path)
+    assert report.ok, report.problems
+    assert (report.code_cells, report.compared_cells) == (2, 2)
+
+
+@pytest.mark.parametrize("defect", ["wrong_badge", "edited_setup", "stderr", "error",
+                                    "unexecuted", "too_many_ignored", "svg", "random_html_id"])
+def test_check_rejects_each_kind_of_defect(tmp_path, defect):
+    path = _good_notebook(tmp_path)
+    nb = nbformat.read(path, as_version=4)
+    cell = nb.cells[2]
+    if defect == "wrong_badge":
+        nb.cells[0].source = nb.cells[0].source.replace("bvae-book/bvae-book", "someone/fork")
+    elif defect == "edited_setup":
+        nb.cells[1].source = nb.cells[1].source.replace("seed=0", "seed=1")
+    elif defect == "stderr":
+        cell.outputs.append(nbformat.v4.new_output("stream", name="stderr", text="UserWarning"))
+    elif defect == "error":
+        cell.outputs.append(nbformat.v4.new_output("error", ename="ValueError", evalue="x",
+                                                   traceback=[]))
+    elif defect == "unexecuted":
+        cell.execution_count = None
+    elif defect == "too_many_ignored":
+        for i in range(3):
+            c = nbformat.v4.new_code_cell("1", execution_count=3 + i)
+            c.metadata["tags"] = ["nbval-ignore-output"]
+            nb.cells.append(c)
+    elif defect == "svg":
+        cell.outputs.append(nbformat.v4.new_output("display_data",
+                                                   data={"image/svg+xml": "<svg/>"}))
+    elif defect == "random_html_id":
+        cell.outputs.append(nbformat.v4.new_output(
+            "display_data", data={"text/html": '<div id="_anim_img' + "ab12" * 8 + '">'}))
+    nbformat.write(nb, path)
+    report = book.check_notebook(path, tmp_path)
+    assert not report.ok, f"check missed the defect {defect!r}"
+
+
+def test_execute_stores_outputs_and_strips_run_metadata(tmp_path):
+    """One real kernel run (a few seconds): outputs stored, no timing metadata, GPU hidden."""
+    path = _good_notebook(tmp_path)
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[2].source = ("import os\nprint(repr(os.environ['CUDA_VISIBLE_DEVICES']), "
+                          "os.environ['BVAE_PROGRESS'], device)")
+    nb.cells[2].outputs = []
+    nbformat.write(nb, path)
+    book.execute_notebook(path, timeout=120)
+    done = nbformat.read(path, as_version=4)
+    assert done.cells[2].outputs[0]["text"] == "'' 0 cpu\n"
+    assert all("execution" not in c.metadata for c in done.cells)
+    assert "version" not in done.metadata["language_info"]
+    assert book.check_notebook(path, tmp_path).ok
+
+
+def test_execute_fails_loudly_and_leaves_the_file_alone(tmp_path):
+    path = _good_notebook(tmp_path)
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[2].source = "import sys\nprint('oops', file=sys.stderr)"
+    nbformat.write(nb, path)
+    before = path.read_bytes()
+    with pytest.raises(book.NotebookExecutionError, match="stderr"):
+        book.execute_notebook(path, timeout=120)
+    assert path.read_bytes() == before
+
+
+def test_setup_notebook_seeds_and_returns_a_device(monkeypatch):
+    import numpy as np
+    import torch
+    monkeypatch.delenv("BVAE_PROGRESS", raising=False)
+    for key in ("TQDM_DISABLE", "PYTHONWARNINGS"):    # restored after the test
+        monkeypatch.setenv(key, os.environ.get(key, ""))
+    d = book.setup_notebook(seed=3)
+    a = (torch.rand(3), np.random.rand(3))
+    book.setup_notebook(seed=3)
+    b = (torch.rand(3), np.random.rand(3))
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert d.type in ("cpu", "cuda")
+    assert os.environ["BVAE_PROGRESS"] == "0"
+    with pytest.raises(TypeError, match="seed"):
+        book.setup_notebook(seed=1.5)
