@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from bvae_lib.baselines import IdentityObservations, identity
+from metric_cases import noisy
 from bvae_lib.data import DSprites
 from bvae_lib.metrics import HIGGINS_FACTORS, beta_vae_score
 
@@ -14,23 +15,6 @@ SMALL = dict(num_train=300, num_eval=300)     # 600 points x 64 pairs: fast on t
 @pytest.fixture(scope="module")
 def oracle():
     return IdentityObservations()             # the dSprites grid; observations = factors
-
-
-def noisy(scale=None, perm=None, noise=0.5, seed=1):
-    """Factors scaled to [0, 1) plus Gaussian noise (the same noise for the same call sequence),
-    optionally with the dimensions permuted and rescaled: partly informative codes, so the
-    score is neither chance nor 1."""
-    g = torch.Generator().manual_seed(seed)
-    sizes = torch.tensor(IdentityObservations().factor_sizes, dtype=torch.float32)
-
-    def rep(v):
-        z = v / sizes + noise * torch.randn(v.shape, generator=g)
-        if perm is not None:
-            z = z[:, perm]
-        if scale is not None:
-            z = z * torch.as_tensor(scale, dtype=z.dtype)
-        return z
-    return rep
 
 
 def test_true_factors_score_100_percent(oracle):

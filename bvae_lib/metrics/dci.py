@@ -43,8 +43,7 @@ import numpy as np
 import scipy.stats
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 
-from .utils import (Representation, check_codes, check_factor_classes, check_int,
-                    make_generator, resolve_factors, sample_codes, sklearn_seed)
+from .utils import Representation, check_codes, check_factor_classes, train_test_codes
 
 MODELS = ("random_forest", "gbt")
 FOREST_TREES = 10          # trees of the default random forest (see the module docstring)
@@ -70,15 +69,9 @@ def dci(representation: Representation, dataset, num_train: int = 10_000,
         model: str = "random_forest", seed: int = 0, batch_size: int = 256) -> DCIResult:
     """DCI of ``representation`` on ``dataset``: encodes ``num_train + num_test`` random images
     (15,000 at the defaults) and fits one classifier per factor (see the module docstring)."""
-    factor_idx = resolve_factors(dataset, factors)
-    num_train = check_int(num_train, "num_train", minimum=2)
-    num_test = check_int(num_test, "num_test")
-    generator = make_generator(seed)
-    z_train, v_train = sample_codes(representation, dataset, num_train, generator, batch_size)
-    z_test, v_test = sample_codes(representation, dataset, num_test, generator, batch_size)
-    result = dci_from_codes(z_train, v_train[:, factor_idx], z_test, v_test[:, factor_idx],
-                            model=model, seed=sklearn_seed(generator))
-    names = tuple(dataset.factor_names[k] for k in factor_idx)
+    names, z_train, v_train, z_test, v_test, clf_seed = train_test_codes(
+        representation, dataset, factors, num_train, num_test, seed, batch_size)
+    result = dci_from_codes(z_train, v_train, z_test, v_test, model=model, seed=clf_seed)
     return DCIResult(**{**result.__dict__, "factors": names})
 
 

@@ -28,8 +28,8 @@ from typing import Sequence
 import numpy as np
 from sklearn.svm import LinearSVC
 
-from .utils import (Representation, check_codes, check_factor_classes, check_int,
-                    make_generator, resolve_factors, sample_codes, sklearn_seed, top_two_gap)
+from .utils import (Representation, check_codes, check_factor_classes, top_two_gap,
+                    train_test_codes)
 
 
 @dataclass(frozen=True)
@@ -47,15 +47,9 @@ def sap(representation: Representation, dataset, num_train: int = 10_000,
         continuous_factors: bool = False, seed: int = 0, batch_size: int = 256) -> SAPResult:
     """SAP of ``representation`` on ``dataset``: encodes ``num_train + num_test`` random images
     (15,000 at the defaults); see the module docstring."""
-    factor_idx = resolve_factors(dataset, factors)
-    num_train = check_int(num_train, "num_train", minimum=2)
-    num_test = check_int(num_test, "num_test")
-    generator = make_generator(seed)
-    z_train, v_train = sample_codes(representation, dataset, num_train, generator, batch_size)
-    z_test, v_test = sample_codes(representation, dataset, num_test, generator, batch_size)
-    result = sap_from_codes(z_train, v_train[:, factor_idx], z_test, v_test[:, factor_idx],
-                            continuous_factors=continuous_factors, seed=sklearn_seed(generator))
-    names = tuple(dataset.factor_names[k] for k in factor_idx)
+    names, z_train, v_train, z_test, v_test, clf_seed = train_test_codes(
+        representation, dataset, factors, num_train, num_test, seed, batch_size)
+    result = sap_from_codes(z_train, v_train, z_test, v_test, continuous_factors=continuous_factors, seed=clf_seed)
     return SAPResult(**{**result.__dict__, "factors": names})
 
 

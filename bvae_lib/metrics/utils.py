@@ -182,6 +182,23 @@ def sample_codes(representation: Representation, dataset, num_points: int,
     return codes, factors.cpu().numpy()
 
 
+def train_test_codes(representation: Representation, dataset, factors, num_train: int,
+                     num_test: int, seed: int, batch_size: int = 256):
+    """The common start of the classifier-based metrics (DCI, SAP): resolve the factor set, then
+    encode ``num_train`` and ``num_test`` random images. Returns
+    ``(names, z_train, v_train, z_test, v_test, sklearn_seed)``, with only the chosen factors'
+    columns in ``v_*``."""
+    factor_idx = resolve_factors(dataset, factors)
+    num_train = check_int(num_train, "num_train", minimum=2)
+    num_test = check_int(num_test, "num_test")
+    generator = make_generator(seed)
+    z_train, v_train = sample_codes(representation, dataset, num_train, generator, batch_size)
+    z_test, v_test = sample_codes(representation, dataset, num_test, generator, batch_size)
+    names = tuple(dataset.factor_names[k] for k in factor_idx)
+    return (names, z_train, v_train[:, factor_idx], z_test, v_test[:, factor_idx],
+            sklearn_seed(generator))
+
+
 # -- discretisation and discrete information --------------------------------------------------
 
 def histogram_discretize(codes: np.ndarray, num_bins: int = 20) -> np.ndarray:
