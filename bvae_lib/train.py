@@ -449,13 +449,16 @@ def train(model_config, objective_config, dataset, train_config: TrainConfig,
 
     # Wall time and device travel with the checkpoint (summed over resumes) for the manifests
     # of shipped models.
-    prior_seconds = float(ckpt.get("extra", {}).get("wall_seconds", 0.0)) if ckpt else 0.0
+    prior = ckpt.get("extra", {}) if ckpt else {}
+    prior_seconds = float(prior.get("wall_seconds", 0.0))
+    prior_cpu = float(prior.get("cpu_seconds", 0.0))
     device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
                    else f"{device.type} ({torch.get_num_threads()} threads)")
 
     def save(step: int) -> Path:
         extra = {"dataset": repr(dataset), "device": device_name,
-                 "wall_seconds": prior_seconds + time.perf_counter() - t0}
+                 "wall_seconds": prior_seconds + time.perf_counter() - t0,
+                 "cpu_seconds": prior_cpu + time.process_time() - c0}   # all threads
         return ckpt_lib.save_checkpoint(
             ckpt_path, model=model, objective_config=objective_config, train_config=config,
             optimizer=optimizer, step=step, history=history, data_generator=generator,
@@ -468,7 +471,7 @@ def train(model_config, objective_config, dataset, train_config: TrainConfig,
     recorder = _Recorder(config.log_every)
     saved = None
     model.train()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         for step in range(start, config.steps):
             x = next_batch().to(device, non_blocking=True)

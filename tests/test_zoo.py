@@ -32,7 +32,7 @@ def test_export_writes_half_precision_weights_and_a_complete_manifest(exported):
     assert zoo.available(root) == ["tiny"]
     info = zoo.manifest("tiny", root)
     for key in ("command", "model_config", "objective_config", "train_config", "seed", "steps",
-                "device", "wall_seconds", "library_version", "metrics"):
+                "device", "wall_seconds", "cpu_seconds", "library_version", "metrics"):
         assert key in info, key
     assert info["steps"] == 4 and info["objective_config"]["beta"] == 4
     assert set(info["metrics"]) == set(TINY_METRICS)
