@@ -31,9 +31,13 @@ def main():
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     ds = DSprites(args.device)
-    print(f"device {args.device}, torch threads {torch.get_num_threads()}")
-    for batch in (64, 256, 1024, 4096):
-        print(f"batch {batch:5d}: {images_per_second(ds, batch):10,.0f} images/s")
+    # Both thread counts: on a CPU that is also running something else, two OpenMP threads
+    # wait for each other and can be far slower than one.
+    for threads in sorted({1, torch.get_num_threads()}):
+        torch.set_num_threads(threads)
+        print(f"device {args.device}, torch threads {threads}")
+        for batch in (64, 256, 1024, 4096):
+            print(f"  batch {batch:5d}: {images_per_second(ds, batch):10,.0f} images/s")
 
 
 if __name__ == "__main__":
