@@ -8,7 +8,9 @@ A shipped model is a folder ``bvae_lib/pretrained/NAME/`` with two files:
 ``manifest.json``
     the exact command that trained it, its model / objective / training configs, the seed,
     steps, device, wall time, library and torch versions, and the metrics *computed from the
-    shipped half-precision weights* with the settings recorded next to them.
+    shipped half-precision weights* with the settings recorded next to them; and the run's
+    training history (``history``: the loss terms averaged over each log window, with
+    ``kl_per_latent``), so the course of training can be read without the run directory.
 
 ``python -m bvae_lib.zoo export RUN --name NAME --command "..."`` writes both from a training run
 (a directory written by ``python -m bvae_lib train``); ``python -m bvae_lib.zoo verify``
@@ -152,6 +154,7 @@ def export(run: str | Path, name: str, command: str, description: str = "",
         "library_version": ckpt["library_version"],
         "exported_with": {"bvae_lib": __version__, "torch": torch.__version__},
         "final_losses": last,
+        "history": history,
         "notes": notes,
         "metrics": {},
     }

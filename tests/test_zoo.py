@@ -32,8 +32,10 @@ def test_export_writes_half_precision_weights_and_a_complete_manifest(exported):
     assert zoo.available(root) == ["tiny"]
     info = zoo.manifest("tiny", root)
     for key in ("command", "model_config", "objective_config", "train_config", "seed", "steps",
-                "device", "wall_seconds", "cpu_seconds", "library_version", "metrics"):
+                "device", "wall_seconds", "cpu_seconds", "library_version", "metrics", "history"):
         assert key in info, key
+    assert info["history"]["step"] == [2, 4]
+    assert len(info["history"]["kl_per_latent"][-1]) == 4
     assert info["steps"] == 4 and info["objective_config"]["beta"] == 4
     assert set(info["metrics"]) == set(TINY_METRICS)
     blob = torch.load(root / "tiny" / "weights.pt", weights_only=True)
