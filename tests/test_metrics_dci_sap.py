@@ -124,3 +124,23 @@ def test_bad_inputs_raise_clear_errors():
         dci(identity, GRID, factors=["shape"], **SMALL)
     with pytest.raises(ValueError, match="does not exist"):
         sap(identity, GRID, factors=["v9"], **SMALL)
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_dci_and_sap_do_not_depend_on_the_thread_count(two_threads):
+    # Both parallelise their classifiers over torch.get_num_threads() threads.
+    v = GRID.sample_factors(1500, torch.Generator().manual_seed(0)).numpy()
+    z = mixed()(torch.as_tensor(v, dtype=torch.float32)).numpy()
+    parts = (z[:1000], v[:1000], z[1000:], v[1000:])
+    dci_two, sap_two = dci_from_codes(*parts), sap_from_codes(*parts)
+    torch.set_num_threads(1)
+    dci_one, sap_one = dci_from_codes(*parts), sap_from_codes(*parts)
+    np.testing.assert_array_equal(dci_two.importance, dci_one.importance)
+    np.testing.assert_array_equal(sap_two.score_matrix, sap_one.score_matrix)

@@ -124,13 +124,55 @@ def test_sampling_estimator_chunks_do_not_change_the_answer():
     noisy = posterior(sigma=0.8)                   # overlapping posteriors: a non-trivial answer
     v = grid.factors(torch.arange(len(grid)))
     mu, logvar = noisy(v.float())
-    whole = mig_from_posterior(mu, logvar, v, grid.factor_sizes, num_samples=100)
-    chunked = mig_from_posterior(mu, logvar, v, grid.factor_sizes, num_samples=100,
-                                 chunk_elements=200)
-    np.testing.assert_allclose(chunked.mutual_info, whole.mutual_info, rtol=1e-10)
+    for dtype, rtol in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
+        whole = mig_from_posterior(mu, logvar, v, grid.factor_sizes, num_samples=100, dtype=dtype)
+        chunked = mig_from_posterior(mu, logvar, v, grid.factor_sizes, num_samples=100,
+                                     chunk_elements=200, dtype=dtype)
+        np.testing.assert_allclose(chunked.mutual_info, whole.mutual_info, rtol=rtol)
     assert 0.1 < whole.score < 0.9
     subset = mig(noisy, grid, estimator="sampling", num_points=150)
     assert subset.num_points == 150
+
+
+def test_float32_densities_agree_with_float64():
+    # Posteriors as a trained VAE's: spread codes, sigmas from 0.01 to 1 across dimensions.
+    g = torch.Generator().manual_seed(0)
+    v = torch.randint(0, 6, (3000, 3), generator=g)
+    mu = torch.cat([v.double() / 3 + 0.02 * torch.randn(3000, 3, generator=g, dtype=torch.float64),
+                    torch.randn(3000, 2, generator=g, dtype=torch.float64)], dim=1)
+    logvar = (torch.tensor([-9.0, -6.0, -3.0, -1.0, 0.0], dtype=torch.float64)
+              + 0.3 * torch.randn(3000, 5, generator=g, dtype=torch.float64))
+    fast = mig_from_posterior(mu, logvar, v, [6, 6, 6], num_samples=1000)
+    exact = mig_from_posterior(mu, logvar, v, [6, 6, 6], num_samples=1000, dtype=torch.float64)
+    np.testing.assert_allclose(fast.mutual_info, exact.mutual_info, atol=1e-5)
+    assert abs(fast.score - exact.score) < 1e-5 and fast.score > 0.3
+
+
+def test_underflowing_densities_fall_back_to_the_exact_sum():
+    # One posterior e^-60 narrow next to unit ones: in float32 every density of a unit-variance
+    # sample underflows against the narrow one's peak, and the exact float64 sum takes over.
+    # At e^-150 the narrow posterior is beyond float32's range: float64 throughout.
+    v = torch.arange(200)[:, None] % 2
+    mu = torch.zeros(200, 1, dtype=torch.float64)
+    mu[:, 0] = v[:, 0].double()
+    for narrow in (-120.0, -300.0):
+        logvar = torch.zeros(200, 1, dtype=torch.float64)
+        logvar[0] = narrow
+        fast = mig_from_posterior(mu, logvar, v, [2], num_samples=200)
+        exact = mig_from_posterior(mu, logvar, v, [2], num_samples=200, dtype=torch.float64)
+        assert np.all(np.isfinite(fast.mutual_info))
+        np.testing.assert_allclose(fast.mutual_info, exact.mutual_info, atol=1e-6)
+    # Samples far out in the tails (15 sigma) underflow in float32 whatever the variances.
+    from bvae_lib.metrics.mig import _entropy
+    logvar = torch.zeros(200, 1, dtype=torch.float64)
+    logvar[0] = -120.0
+    far = mu + 15.0
+    entropies = [_entropy(far, mu, logvar, torch.arange(200), 50, torch.Generator().manual_seed(0),
+                          2**18, dtype) for dtype in (torch.float32, torch.float64)]
+    assert torch.isfinite(entropies[0]).all()
+    torch.testing.assert_close(entropies[0], entropies[1], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="dtype"):
+        mig_from_posterior(mu, logvar, v, [2], dtype=torch.float16)
 
 
 def test_same_seed_same_score(oracle):

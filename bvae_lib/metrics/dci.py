@@ -22,7 +22,8 @@ time. Eastwood & Williams's own paper uses a random forest (and lasso). Our defa
 min_samples_leaf=20)`` with the same impurity-based importances, about 100 times faster here;
 ``model="gbt"`` reproduces disentanglement_lib exactly (use it to compare with published
 numbers). The two give similar D and C on clear cases (the tests check both) but not identical
-numbers.
+numbers. The trees are grown on ``torch.get_num_threads()`` threads (the same trees whatever the
+number: sklearn draws each tree's seed up front).
 
 Why those forest settings: impurity importances credit whatever feature a split uses. A forest
 that may only look at sqrt(d) features per split (sklearn's default) is often *forced* to split
@@ -41,6 +42,7 @@ from typing import Sequence
 
 import numpy as np
 import scipy.stats
+import torch
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 
 from .utils import Representation, check_codes, check_factor_classes, train_test_codes
@@ -98,7 +100,8 @@ def dci_from_codes(codes_train, factors_train, codes_test, factors_test,
             clf = GradientBoostingClassifier(random_state=seed)
         else:
             clf = RandomForestClassifier(n_estimators=FOREST_TREES, max_features=None,
-                                         min_samples_leaf=20, random_state=seed, n_jobs=1)
+                                         min_samples_leaf=20, random_state=seed,
+                                         n_jobs=min(FOREST_TREES, torch.get_num_threads()))
         clf.fit(z_train, v_train[:, k])
         importance[:, k] = np.abs(clf.feature_importances_)
         acc_train[k] = np.mean(clf.predict(z_train) == v_train[:, k])

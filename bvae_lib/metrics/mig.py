@@ -26,9 +26,12 @@ different numbers, so say which one a table reports:
     of *all* N images; H(z_j | v_k) = sum_v p(v) H(z_j | v_k = v) the same way within the images
     having v_k = v. I = H(z_j) - H(z_j | v_k), clamped at 0, normalised by ``log |V_k|``.
     Cost: N images encoded (737,280 for the whole of dSprites) and about
-    (K + 1) * min(num_samples, N) * N * d Gaussian log-densities, evaluated in chunks of
-    ``chunk_elements`` on the dataset's device: seconds on a GPU, far longer on a CPU, where a
-    subset (``num_points=20_000``, say) is the practical choice.
+    (K + 1) * min(num_samples, N) * N * d Gaussian densities (4.4e11 at the defaults on
+    dSprites), evaluated in float32 in chunks of ``chunk_elements`` on the dataset's device.
+    That work grows as N^2 and is intrinsically larger than encoding the N images: about
+    2e8 densities a second per CPU core here, so the full-dataset defaults take about half an
+    hour of one core for the densities alone -- use a GPU, or a subset (``num_points=5_000`` costs
+    ~2 core-seconds, comparable to encoding those images; see ``benchmarks/bench_metrics.py``).
 
 Chen et al. report MIG on the four dSprites factors other than shape; disentanglement_lib scores
 all five. ``factors=None`` scores every factor of the dataset; pass
@@ -68,7 +71,7 @@ class MIGResult:
 def mig(representation: Representation, dataset, estimator: str = "histogram",
         num_points: int | None = None, factors: "Sequence[str | int] | None" = None,
         num_bins: int = 20, codes: str = "mean", num_samples: int = 10_000, seed: int = 0,
-        batch_size: int = 256, chunk_elements: int = 2**24) -> MIGResult:
+        batch_size: int = 256, chunk_elements: int | None = None) -> MIGResult:
     """MIG of ``representation`` on ``dataset`` (see the module docstring for both estimators).
 
     ``num_points``: images encoded; ``None`` means 10,000 random images for the histogram
@@ -145,14 +148,18 @@ def mig_from_codes(codes, factor_classes, num_bins: int = 20) -> MIGResult:
 
 
 def mig_from_posterior(mu, logvar, factor_classes, factor_sizes: Sequence[int] | None = None,
-                       num_samples: int = 10_000, seed: int = 0, chunk_elements: int = 2**24
+                       num_samples: int = 10_000, seed: int = 0,
+                       chunk_elements: int | None = None, dtype: torch.dtype = torch.float32
                        ) -> MIGResult:
     """Sampling-estimator MIG (Chen et al. 2018) from posteriors alone.
 
     ``mu``, ``logvar``: (N, d) parameters of q(z|x_n); ``factor_classes``: (N, K) integers;
     ``factor_sizes``: ``|V_k|`` for the normaliser ``log |V_k|`` (default: the number of classes seen).
-    The computation runs on the device of ``mu`` (float64), in chunks of at most
-    ``chunk_elements`` log-densities, so memory stays bounded whatever N is.
+    The computation runs on the device of ``mu``, in chunks of at most ``chunk_elements``
+    densities (default: 2**18 on a CPU, which stays in cache, 2**25 on a GPU), so memory stays
+    bounded whatever N is. The densities are summed in ``dtype`` (float32 by default, about 6
+    times faster than float64 on a CPU and accurate to ~1e-6 nats; see ``_entropy``); pass
+    ``dtype=torch.float64`` to check.
     """
     mu = torch.as_tensor(mu, dtype=torch.float64)
     logvar = torch.as_tensor(logvar, dtype=torch.float64, device=mu.device)
@@ -163,7 +170,11 @@ def mig_from_posterior(mu, logvar, factor_classes, factor_sizes: Sequence[int] |
         raise ValueError("mu or logvar contain NaN or infinite values; check the encoder")
     classes = torch.as_tensor(check_factor_classes(factor_classes, mu.shape[0]), device=mu.device)
     num_samples = check_int(num_samples, "num_samples")
+    if chunk_elements is None:
+        chunk_elements = 2**25 if mu.device.type == "cuda" else 2**18
     chunk_elements = check_int(chunk_elements, "chunk_elements")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
     K = classes.shape[1]
     if factor_sizes is None:
         factor_sizes = [int(classes[:, k].max()) + 1 for k in range(K)]
@@ -176,14 +187,14 @@ def mig_from_posterior(mu, logvar, factor_classes, factor_sizes: Sequence[int] |
     z = _sample_posterior(mu, logvar, generator)
 
     marginal = _entropy(z, mu, logvar, torch.arange(mu.shape[0], device=mu.device),
-                        num_samples, generator, chunk_elements)
+                        num_samples, generator, chunk_elements, dtype)
     conditional = torch.zeros(mu.shape[1], K, dtype=torch.float64, device=mu.device)
     for k in range(K):
         for v in torch.unique(classes[:, k]):
             members = torch.nonzero(classes[:, k] == v).reshape(-1)
             p_v = members.numel() / mu.shape[0]
             conditional[:, k] += p_v * _entropy(z, mu, logvar, members, num_samples, generator,
-                                                chunk_elements)
+                                                chunk_elements, dtype)
     mi = (marginal[:, None] - conditional).clamp(min=0).cpu().numpy()
     normaliser = np.log(np.asarray(factor_sizes, dtype=np.float64))
     gaps = top_two_gap(mi) / normaliser
@@ -210,28 +221,67 @@ def _sample_posterior(mu, logvar, generator):
     return mu + torch.exp(0.5 * logvar) * eps
 
 
-def _entropy(z, mu, logvar, members, num_samples, generator, chunk_elements):
+def _entropy(z, mu, logvar, members, num_samples, generator, chunk_elements, dtype):
     """Monte-Carlo H(z_j) of the mixture (1/n) sum_{i in members} q(z_j|x_i), per dimension j.
 
     The samples are the z of up to ``num_samples`` randomly chosen members (one z ~ q(z|x_i)
     each, so they are draws from the mixture); each is scored against all members' posteriors:
-    log q(z_s) = logsumexp_i log q(z_s|x_i) - log n. Chunked over samples and members so that
-    no more than ``chunk_elements`` log-densities exist at once.
+    log q(z_s) = log sum_i q(z_s|x_i) - log n. Chunked over samples and members so that no more
+    than ``chunk_elements`` densities exist at once.
+
+    Speed: with a_i = 1/sigma_i^2 and c_i = -(log sigma_i^2 + log 2 pi)/2,
+    log q(z|x_i) = c_i - a_i (z - mu_i)^2 / 2 <= max_i c_i =: C. Every density is therefore
+    summed as exp(c_i - C - a_i (z - mu_i)^2 / 2) <= 1, which cannot overflow, with no running
+    maximum to track (a logsumexp needs two extra passes). In float32 (the default) this is
+    about 6 times faster than float64 on a CPU. Accuracy: the codes are centred before the cast;
+    a log-density's relative error is then ~1e-7 (z - mu)^2 / sigma^2 * |z| / |z - mu|, a few
+    1e-5 nats for the posteriors of a trained VAE (sigma >= 0.01), and the entropies agree with
+    float64 to ~1e-6 nats (tested). A sample whose every term underflows (posterior variances
+    spread over more than ~e^170) is recomputed exactly with a float64 logsumexp, and
+    posteriors too narrow for float32's range are computed in float64 throughout.
     """
     n, d = members.numel(), mu.shape[1]
     pick = torch.randperm(n, generator=generator)[:num_samples].to(members.device)
-    samples = z[members[pick]]                                           # (S, d)
+    samples = z[members[pick]]                                           # (S, d) float64
     mu_m, logvar_m = mu[members], logvar[members]
+    ref = mu_m.mean(0)                                                   # centre before the cast
+    c = -0.5 * (logvar_m + math.log(2 * math.pi))                        # (n, d)
+    top = c.max(0).values                                                # (d,) the C above
+    scale = torch.exp(-0.5 * logvar_m) * math.sqrt(0.5)                 # sqrt(a/2), float64
+    span = max(float((samples - ref).abs().max()), float((mu_m - ref).abs().max())) + 1.0
+    if dtype == torch.float32 and float(scale.max()) * span > 1e36:
+        dtype = torch.float64     # posteriors too narrow for float32's range (sigma < ~1e-36)
+    # Dimension-major layouts, so the sum over members runs along contiguous memory.
+    c_rel = (c - top).to(dtype).T.contiguous()                           # (d, n), <= 0
+    scale = scale.to(dtype).T.contiguous()
+    mu_scaled = ((mu_m - ref).to(dtype).T * scale).contiguous()          # (d, n)
+    zs_all = (samples - ref).to(dtype).T.contiguous()                    # (d, S)
     per_member = max(1, min(n, chunk_elements // d))
     per_sample = max(1, chunk_elements // (per_member * d))
     total = torch.zeros(d, dtype=torch.float64, device=mu.device)
-    for s0 in range(0, samples.shape[0], per_sample):
-        zs = samples[s0:s0 + per_sample][None]                           # (1, c, d)
-        lse = None
+    for s0 in range(0, zs_all.shape[1], per_sample):
+        zs = zs_all[:, s0:s0 + per_sample, None]                         # (d, c, 1)
+        acc = torch.zeros(d, zs.shape[1], dtype=torch.float64, device=mu.device)
         for i0 in range(0, n, per_member):
-            logq = gaussian_log_density(zs, mu_m[i0:i0 + per_member, None],
-                                        logvar_m[i0:i0 + per_member, None])   # (m, c, d)
-            part = torch.logsumexp(logq, dim=0)                          # (c, d)
-            lse = part if lse is None else torch.logaddexp(lse, part)
-        total += lse.sum(dim=0)
-    return -(total / samples.shape[0] - math.log(n))
+            part = slice(i0, i0 + per_member)
+            t = zs * scale[:, None, part]                                # (d, c, m)
+            t.sub_(mu_scaled[:, None, part]).square_().neg_().add_(c_rel[:, None, part]).exp_()
+            acc += t.sum(2, dtype=torch.float64) if dtype == torch.float64 else t.sum(2).double()
+        lse = acc.log()                                                  # log sum_i q / e^C
+        bad = acc <= 0                                                   # every term underflowed
+        if bad.any():
+            exact = _log_mixture_exact(samples[s0:s0 + per_sample], mu_m, logvar_m, per_member)
+            lse = torch.where(bad, exact.T - top[:, None], lse)
+        total += lse.sum(1)
+    return -(total / samples.shape[0] + top - math.log(n))
+
+
+def _log_mixture_exact(zs, mu_m, logvar_m, per_member):
+    """log sum_i q(z_s|x_i) per sample and dimension, (c, d), by a float64 logsumexp."""
+    lse = None
+    for i0 in range(0, mu_m.shape[0], per_member):
+        logq = gaussian_log_density(zs[None], mu_m[i0:i0 + per_member, None],
+                                    logvar_m[i0:i0 + per_member, None])  # (m, c, d)
+        part = torch.logsumexp(logq, dim=0)
+        lse = part if lse is None else torch.logaddexp(lse, part)
+    return lse
