@@ -9,6 +9,8 @@ figure when a cell ends with it, a script saves it with ``fig.savefig``.
 :func:`plot_reconstructions`       data above, reconstructions below
 :func:`plot_kl_per_latent`         the KL of each latent dimension (which ones carry information)
 :func:`plot_training_curves`       every loss term of a ``bvae_lib.train`` history
+:func:`plot_kl_history`            the KL of each latent over training, with the capacity C(t)
+:func:`switch_on_steps`            when each latent's KL first rose above a threshold
 :func:`plot_rate_distortion`       rate (KL) against distortion (reconstruction) across a sweep
 :func:`plot_metric_vs_beta`        a disentanglement score against beta
 :func:`animate_traversal`          a JavaScript animation for the static HTML book (deterministic)
@@ -44,6 +46,8 @@ __all__ = [
     "plot_reconstructions",
     "plot_kl_per_latent",
     "plot_training_curves",
+    "plot_kl_history",
+    "switch_on_steps",
     "plot_rate_distortion",
     "plot_metric_vs_beta",
     "animate_traversal",
@@ -342,6 +346,64 @@ def plot_training_curves(history: Mapping[str, Sequence], *, terms: Sequence[str
         ax.set_xlabel("step")
     for ax in axes[len(terms):]:
         ax.set_visible(False)
+    return fig
+
+
+def _kl_history(history: Mapping[str, Sequence]) -> tuple[np.ndarray, np.ndarray]:
+    for key in ("step", "kl_per_latent"):
+        if key not in history:
+            raise ValueError(f"history must have '{key}' (bvae_lib.train's history and a zoo "
+                             f"manifest's 'history' do); got keys {sorted(history)}")
+    steps = np.asarray(history["step"], dtype=np.int64)
+    kl = np.asarray(history["kl_per_latent"], dtype=float)
+    if kl.ndim != 2 or kl.shape[0] != steps.shape[0]:
+        raise ValueError(f"history['kl_per_latent'] must have one row per step, got shape "
+                         f"{kl.shape} for {steps.shape[0]} steps")
+    return steps, kl
+
+
+def switch_on_steps(history: Mapping[str, Sequence], threshold: float = 0.5) -> dict[int, int]:
+    """``{latent: step}`` for every latent whose logged KL ever exceeds ``threshold`` nats: the
+    first logged step at which it does, in switch-on order (ties by latent index).
+
+    ``history`` is a ``bvae_lib.train`` history or a zoo manifest's ``history``; each entry is the
+    mean KL over one log window, so a step is known to the window's length.
+    """
+    steps, kl = _kl_history(history)
+    above = kl > threshold
+    on = {j: int(steps[np.argmax(above[:, j])]) for j in range(kl.shape[1]) if above[:, j].any()}
+    return dict(sorted(on.items(), key=lambda item: (item[1], item[0])))
+
+
+def plot_kl_history(history: Mapping[str, Sequence], *, labels: Mapping[int, str] | None = None,
+                    threshold: float | None = None, ax=None, title: str | None = None) -> Figure:
+    """The KL of each latent against the training step, and the capacity C(t) when the history
+    has one (capacity-annealed objectives): the picture of latents switching on one by one.
+
+    ``labels`` names latents in the legend (e.g. the factor each carries); unlabelled latents
+    are drawn thin and grey. ``threshold`` draws a dotted line at that KL.
+    """
+    steps, kl = _kl_history(history)
+    fig, ax = _fig_ax(ax, (6, 3.2))
+    labels = {int(j): str(t) for j, t in (labels or {}).items()}
+    bad = [j for j in labels if not 0 <= j < kl.shape[1]]
+    if bad:
+        raise ValueError(f"labels name latents {bad}, but the history has {kl.shape[1]} latents")
+    for j in range(kl.shape[1]):
+        if j in labels:
+            ax.plot(steps, kl[:, j], lw=1.4, label=f"$z_{{{j}}}$: {labels[j]}")
+        else:
+            ax.plot(steps, kl[:, j], lw=0.8, color="0.65")
+    if "capacity" in history:
+        ax.plot(steps, np.asarray(history["capacity"], dtype=float), "k--", lw=1,
+                label="capacity $C(t)$ (total)")
+    if threshold is not None:
+        ax.axhline(threshold, color="k", lw=0.6, ls=":")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("KL (nats)")
+    ax.set_title(title or "KL of each latent during training", fontsize=9)
+    if labels or "capacity" in history:
+        ax.legend(fontsize=7)
     return fig
 
 

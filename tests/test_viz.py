@@ -201,3 +201,20 @@ def test_matplotlib_backend_untouched():
     backend = matplotlib.get_backend()
     viz.plot_metric_vs_beta([1, 2], [0.1, 0.2])
     assert matplotlib.get_backend() == backend
+
+
+def test_switch_on_steps_and_kl_history_plot():
+    history = {"step": [10, 20, 30, 40],
+               "kl_per_latent": [[0.1, 0.0, 0.0], [0.6, 0.0, 0.2], [1.0, 0.0, 0.7], [1.5, 0.1, 0.9]],
+               "capacity": [0.5, 1.0, 1.5, 2.0]}
+    assert viz.switch_on_steps(history) == {0: 20, 2: 30}
+    assert list(viz.switch_on_steps(history, threshold=0.05)) == [0, 2, 1]
+    fig = viz.plot_kl_history(history, labels={0: "position", 2: "scale"}, threshold=0.5)
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert texts == ["$z_{0}$: position", "$z_{2}$: scale", "capacity $C(t)$ (total)"]
+    with pytest.raises(ValueError, match="kl_per_latent"):
+        viz.switch_on_steps({"step": [1]})
+    with pytest.raises(ValueError, match="one row per step"):
+        viz.plot_kl_history({"step": [1, 2], "kl_per_latent": [[0.0]]})
+    with pytest.raises(ValueError, match="3 latents"):
+        viz.plot_kl_history(history, labels={5: "shape"})
