@@ -29,9 +29,10 @@ different numbers, so say which one a table reports:
     (K + 1) * min(num_samples, N) * N * d Gaussian densities (4.4e11 at the defaults on
     dSprites), evaluated in float32 in chunks of ``chunk_elements`` on the dataset's device.
     That work grows as N^2 and is intrinsically larger than encoding the N images: about
-    2e8 densities a second per CPU core here, so the full-dataset defaults take about half an
-    hour of one core for the densities alone -- use a GPU, or a subset (``num_points=5_000`` costs
-    ~2 core-seconds, comparable to encoding those images; see ``benchmarks/bench_metrics.py``).
+    5e8 densities a second per CPU core here, so the full-dataset defaults take about a quarter
+    of an hour of one core for the densities alone, 3-4 times the encoder's time -- use a GPU, or
+    a subset (``num_points=5_000``: 4e8 densities, under a core-second, about half the time of
+    encoding those images; see ``benchmarks/bench_metrics.py``).
 
 Chen et al. report MIG on the four dSprites factors other than shape; disentanglement_lib scores
 all five. ``factors=None`` scores every factor of the dataset; pass
@@ -266,7 +267,7 @@ def _entropy(z, mu, logvar, members, num_samples, generator, chunk_elements, dty
             part = slice(i0, i0 + per_member)
             t = zs * scale[:, None, part]                                # (d, c, m)
             t.sub_(mu_scaled[:, None, part]).square_().neg_().add_(c_rel[:, None, part]).exp_()
-            acc += t.sum(2, dtype=torch.float64) if dtype == torch.float64 else t.sum(2).double()
+            acc += t.sum(2).double()
         lse = acc.log()                                                  # log sum_i q / e^C
         bad = acc <= 0                                                   # every term underflowed
         if bad.any():
