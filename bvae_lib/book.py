@@ -51,6 +51,11 @@ __all__ = [
     "main",
 ]
 
+#: CPU threads every chapter computes with (:func:`setup_notebook`): the stored outputs were
+#: made with this many, and a float reduction split over another number of threads rounds
+#: differently, which a few hundred training steps amplify into other printed digits.
+BOOK_THREADS = 2
+
 #: The fraction of code cells nbval must compare (the rest carry ``nbval-ignore-output``).
 MIN_COMPARED_FRACTION = 0.70
 
@@ -96,6 +101,10 @@ def setup_notebook(seed: int = 0) -> torch.device:
     * progress bars are off (``BVAE_PROGRESS=0``, ``TQDM_DISABLE=1``) unless in Colab, where a
       reader likes to see a long run advance; set ``BVAE_PROGRESS=1`` yourself to see them locally;
     * warnings are silenced, so none reach the stored outputs (stderr is banned there);
+    * torch, BLAS and OpenMP compute with :data:`BOOK_THREADS` threads (the environment variable
+      ``BVAE_BOOK_THREADS`` overrides it), so the stored outputs are reproduced on a machine with
+      any number of cores (the same CPU family rounds the same way; another may differ in the
+      last digits after training);
     * returns ``cuda`` when a CUDA GPU is visible (Colab), else ``cpu``. Apple's MPS is not chosen:
       the chapters' numbers are tested on CPU and CUDA only.
     """
@@ -118,11 +127,23 @@ def setup_notebook(seed: int = 0) -> torch.device:
     import logging
     logging.getLogger("matplotlib").setLevel(logging.ERROR)
 
+    _set_threads(int(os.environ.get("BVAE_BOOK_THREADS", BOOK_THREADS)))
     _setup_matplotlib()
     np.set_printoptions(precision=4, suppress=True)
     torch.set_printoptions(precision=4, sci_mode=False)
 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _set_threads(n: int) -> None:
+    if n < 1:
+        raise ValueError(f"BVAE_BOOK_THREADS must be a positive integer, got {n}")
+    torch.set_num_threads(n)
+    try:                                 # numpy/scipy/scikit-learn's BLAS and OpenMP pools
+        from threadpoolctl import threadpool_limits
+    except ImportError:                  # pragma: no cover - scikit-learn brings it
+        return
+    threadpool_limits(limits=n)
 
 
 def _setup_matplotlib() -> None:

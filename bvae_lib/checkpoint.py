@@ -274,6 +274,8 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     if ckpt["library_version"] != __version__:
         warnings.warn(f"{path} was written by bvae_lib {ckpt['library_version']}, this is "
                       f"{__version__}; loading it anyway", UserWarning, stacklevel=2)
+    from bvae_lib.models import stored_model_config
+    ckpt["model_config"] = stored_model_config(ckpt["model_config"])
     ckpt["path"] = str(path)
     return ckpt
 
@@ -316,7 +318,9 @@ def load_weights(model: torch.nn.Module, checkpoint) -> torch.nn.Module:
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     where = ckpt.get("path", "checkpoint")
     if hasattr(model, "config"):
-        diff = config_differences(ckpt["model_config"], _plain(model.config))
+        # The initialisation does not matter once the weights are replaced.
+        diff = [d for d in config_differences(ckpt["model_config"], _plain(model.config))
+                if not d.startswith("init:")]
         if diff:
             raise ValueError(f"{where} was trained with another model config ({'; '.join(diff)}); "
                              f"rebuild the model with bvae_lib.checkpoint.load_model(path) instead")
@@ -340,7 +344,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         raise ValueError(f"{ckpt['path']}: model config has fields {unknown} that this version's "
                          f"ModelConfig does not know; it was written by bvae_lib "
                          f"{ckpt['library_version']}")
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
-    model = build_model(ModelConfig(**fields))
+    model = build_model(ModelConfig(**cfg))
     load_weights(model, ckpt)
     return model.to(device or "cpu").eval()

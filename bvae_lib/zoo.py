@@ -77,7 +77,7 @@ def manifest(name: str, root: str | Path | None = None) -> dict:
 def load(name: str, device: str | torch.device | None = None, root: str | Path | None = None):
     """The shipped model ``name``, rebuilt from its config, in eval mode, float32."""
     from bvae_lib.checkpoint import _check_state_dict
-    from bvae_lib.models import ModelConfig, build_model
+    from bvae_lib.models import ModelConfig, build_model, stored_model_config
 
     path = _folder(name, root) / WEIGHTS_NAME
     try:
@@ -87,8 +87,7 @@ def load(name: str, device: str | torch.device | None = None, root: str | Path |
                          f"shipped file is damaged: restore it from the repository") from e
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path} is not a bvae_lib pretrained weights file")
-    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in blob["model_config"].items()}
-    model = build_model(ModelConfig(**cfg))
+    model = build_model(ModelConfig(**stored_model_config(blob["model_config"])))
     state = {k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
     _check_state_dict(model, state, str(path))
     model.load_state_dict(state)

@@ -122,7 +122,35 @@ def test_execute_fails_loudly_and_leaves_the_file_alone(tmp_path):
     assert path.read_bytes() == before
 
 
-def test_setup_notebook_seeds_and_returns_a_device(monkeypatch):
+@pytest.fixture
+def keep_threads():
+    """setup_notebook sets the process's thread pools: put them back for the other tests."""
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+    before_torch = torch.get_num_threads()
+    before_pools = {p["user_api"]: p["num_threads"] for p in threadpool_info()}
+    yield
+    torch.set_num_threads(before_torch)
+    for api, n in before_pools.items():
+        threadpool_limits(limits=n, user_api=api)
+
+
+def test_setup_notebook_pins_the_thread_count(monkeypatch, keep_threads):
+    import torch
+    from threadpoolctl import threadpool_info
+    monkeypatch.delenv("BVAE_BOOK_THREADS", raising=False)
+    book.setup_notebook(seed=0)
+    assert torch.get_num_threads() == book.BOOK_THREADS
+    assert all(p["num_threads"] == book.BOOK_THREADS for p in threadpool_info())
+    monkeypatch.setenv("BVAE_BOOK_THREADS", "1")
+    book.setup_notebook(seed=0)
+    assert torch.get_num_threads() == 1
+    monkeypatch.setenv("BVAE_BOOK_THREADS", "0")
+    with pytest.raises(ValueError, match="BVAE_BOOK_THREADS"):
+        book.setup_notebook(seed=0)
+
+
+def test_setup_notebook_seeds_and_returns_a_device(monkeypatch, keep_threads):
     import numpy as np
     import torch
     monkeypatch.delenv("BVAE_PROGRESS", raising=False)

@@ -172,3 +172,24 @@ def test_rng_state_round_trip_restores_every_stream():
     second = draws()
     assert torch.equal(first[0], second[0]) and np.array_equal(first[1], second[1])
     assert first[2] == second[2] and torch.equal(first[3], second[3])
+
+
+def test_checkpoint_without_init_field_loads_as_pytorch_init_and_resumes(tmp_path):
+    """Runs written before ModelConfig.init existed keep loading and resuming."""
+    out = tmp_path / "old"
+    config = TrainConfig(steps=2, batch_size=8, log_every=1, progress=False, device="cpu")
+    train(ModelConfig(latent_dim=4, init="pytorch"), OBJECTIVE, DSprites(), config, out_dir=out)
+    path = out / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["model_config"]["init"]
+    torch.save(ckpt, path)
+    assert load_checkpoint(path)["model_config"]["init"] == "pytorch"
+    assert load_model(out).config.init == "pytorch"
+    # weights load into a model built with either initialisation
+    load_weights(build_model(ModelConfig(latent_dim=4)), path)
+    more = TrainConfig(steps=3, batch_size=8, log_every=1, progress=False, device="cpu")
+    with pytest.raises(ValueError, match="init"):
+        train(ModelConfig(latent_dim=4), OBJECTIVE, DSprites(), more, out_dir=out, resume=True)
+    result = train(ModelConfig(latent_dim=4, init="pytorch"), OBJECTIVE, DSprites(), more,
+                   out_dir=out, resume=True)
+    assert result.step == 3 and result.steps_run == 1

@@ -131,6 +131,7 @@ def test_representation_accepts_numpy_and_colour_images():
     (dict(categorical_dims=3), "categorical_dims"),
     (dict(channels=0), "channels"),
     (dict(image_size=32), "image_size"),
+    (dict(init="xavier"), "init"),
 ])
 def test_bad_config_is_refused_naming_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -155,3 +156,38 @@ def test_codes_of_the_wrong_latent_size_are_refused_naming_z():
 def test_joint_vae_without_categoricals_is_refused():
     with pytest.raises(ValueError, match="categorical_dims"):
         JointVAE(ModelConfig())
+
+
+def test_he_init_zeroes_every_bias_and_scales_weights_by_fan_in():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(categorical_dims=(3,), latent_dim=6))
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+    assert any(m in layers for m in model.to_logits.modules())
+    for m in layers:
+        assert torch.count_nonzero(m.bias) == 0
+        fan_in = nn.init._calculate_fan_in_and_fan_out(m.weight)[0]
+        assert abs(m.weight.std().item() / (2 / fan_in) ** 0.5 - 1) < 0.25
+
+
+def test_default_init_sees_the_image_and_pytorch_init_barely_does():
+    """The reason for the "he" default (models module docstring): with PyTorch's default
+    initialisation the Burgess encoder's posterior means hardly depend on the image."""
+    x, _ = DSprites().sample(256, generator=torch.Generator().manual_seed(0))
+    spread = {}
+    for init in ("he", "pytorch"):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            mu, _ = build_model(ModelConfig(init=init)).encode(x)
+        spread[init] = (mu.std(0).mean() / mu.mean(0).abs().mean()).item()
+    assert spread["he"] > 0.3
+    assert spread["pytorch"] < 0.05
+
+
+def test_configs_stored_before_init_existed_read_back_as_pytorch_init():
+    from bvae_lib.models import stored_model_config
+    old = {k: v for k, v in dataclasses.asdict(ModelConfig(categorical_dims=(3,))).items()
+           if k != "init"}
+    old["categorical_dims"] = [3]                      # as JSON gives it back
+    cfg = ModelConfig(**stored_model_config(old))
+    assert cfg.init == "pytorch" and cfg.categorical_dims == (3,)
+    assert stored_model_config({**old, "init": "he"})["init"] == "he"
