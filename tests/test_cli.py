@@ -146,3 +146,20 @@ def test_evaluate_runs_the_real_metrics(trained_run, capsys):
     assert code == 0, err
     score = json.loads(out)["mig"]["score"]
     assert 0.0 <= score <= 1.0
+
+
+def test_cli_records_the_initialisation_and_resumes_runs_written_before_it_existed(tmp_path, capsys):
+    out = tmp_path / "old"
+    code, _, err = run_cli(["train", "--out", out, "--steps", 2, "--init", "pytorch", *TINY], capsys)
+    assert code == 0, err
+    path = out / "checkpoint.pt"
+    assert load_checkpoint(path)["model_config"]["init"] == "pytorch"
+    ckpt = torch.load(path, weights_only=True)          # as written before ModelConfig.init
+    del ckpt["model_config"]["init"]
+    torch.save(ckpt, path)
+    code, _, err = run_cli(["train", "--out", out, "--resume", "--steps", 3, *TINY], capsys)
+    assert code == 0, err
+    assert load_checkpoint(path)["step"] == 3
+    code, _, err = run_cli(["train", "--out", tmp_path / "bad", "--steps", 1, "--init", "zeros",
+                            *TINY], capsys)
+    assert code != 0 and "init must be one of" in err and "Traceback" not in err
