@@ -76,3 +76,37 @@ def test_unknown_model_names_the_available_ones(exported):
     reason="no pretrained model is shipped yet"))])
 def test_shipped_model_reproduces_its_recorded_metrics(name):
     zoo.verify([name])
+
+
+@pytest.mark.parametrize("name", zoo.available() or [pytest.param(None, marks=pytest.mark.skip(
+    reason="no pretrained model is shipped yet"))])
+def test_shipped_manifest_command_rebuilds_its_configs(name, tmp_path, monkeypatch):
+    """The manifest's command, run with today's library, asks for the model that is shipped."""
+    import dataclasses
+    import shlex
+
+    from bvae_lib import cli
+    from bvae_lib import train as train_lib
+    from bvae_lib.models import stored_model_config
+    from bvae_lib.objectives import objective_config_to_dict
+
+    info = zoo.manifest(name)
+    argv = shlex.split(info["command"])
+    argv = argv[argv.index("bvae_lib") + 1:]
+    argv[argv.index("--out") + 1] = str(tmp_path / "run")
+    seen = {}
+
+    def fake_train(model_config, objective_config, dataset, train_config, out_dir, resume):
+        seen.update(model=model_config, objective=objective_config, train=train_config)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(train_lib, "train", fake_train)
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    stored = stored_model_config(info["model_config"])
+    assert json.loads(json.dumps(dataclasses.asdict(seen["model"]))) == \
+        json.loads(json.dumps(stored))
+    assert objective_config_to_dict(seen["objective"]) == info["objective_config"]
+    assert seen["train"].steps == info["steps"]
+    for key in ("batch_size", "lr", "seed"):
+        assert getattr(seen["train"], key) == info["train_config"][key], key
