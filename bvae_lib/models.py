@@ -17,17 +17,17 @@ or colour images). The objective (``bvae_lib.objectives``) turns either output i
 
 A :class:`JointVAE` adds categorical latents relaxed with Gumbel-softmax (Dupont 2018).
 
-Initialisation (``ModelConfig.init``). ``"he"``, the default: every weight drawn from
-N(0, 2 / fan_in) (He et al. 2015, ``kaiming_normal_``, the usual choice for ReLU networks),
-every bias zero (as in TensorFlow's default layers). ``"pytorch"``: PyTorch's own defaults, which draw the biases from U(+-1/sqrt(fan_in))
-and the weights with variance 1/(3 fan_in). With those, each ReLU layer shrinks the part of the
-signal that depends on the image while the biases keep adding constants: at initialisation the
-Burgess encoder's posterior means vary across dSprites images by ~3e-4 against a constant part
-of ~0.035 -- the encoder is nearly blind. A beta-VAE recovers within 1,000-2,500 steps; a capacity-annealed
-one (gamma = 1000) does not: it meets its KL target C(t) with the same constant offsets for every
-image and stays on the average-image plateau (chapter 8 shows both). Configs stored before this
-field existed were trained with ``"pytorch"`` and are read back that way
-(:func:`stored_model_config`).
+Initialisation (``ModelConfig.init``). ``"he"``, the default: every weight drawn from N(0, 2 /
+fan_in) (He et al. 2015, ``kaiming_normal_``, the usual choice for ReLU networks), every bias
+zero (as in TensorFlow's default layers). ``"pytorch"``: PyTorch's own defaults, which draw the
+biases from U(+-1/sqrt(fan_in)) and the weights with variance 1/(3 fan_in). With those, each
+ReLU layer shrinks the part of the signal that depends on the image while the biases keep adding
+constants: at initialisation the Burgess encoder's posterior means vary across dSprites images
+by ~3e-4 against a constant part of ~0.035 -- the encoder is nearly blind. A beta-VAE recovers
+within 1,000-2,500 steps; a capacity-annealed one (gamma = 1000) does not: it meets its KL
+target C(t) with the same constant offsets for every image and stays on the average-image
+plateau (chapter 8 shows both). Configs stored before this field existed were trained with
+``"pytorch"`` and are read back that way (:func:`stored_model_config`).
 
 Everything is plain ``nn.Conv2d`` / ``nn.ConvTranspose2d`` / ``nn.Linear``, so the training loop
 may call ``model.to(memory_format=torch.channels_last)``: flattening uses ``torch.flatten``,
