@@ -2,6 +2,7 @@
 
     python benchmarks/bench_metrics.py            # reduced sizes (minutes on a laptop CPU)
     python benchmarks/bench_metrics.py --full     # every metric at its defaults (GPU advised)
+    python benchmarks/bench_metrics.py --json benchmarks/results/metrics_cpu.json   # keep a record
 
 The representation is an untrained Burgess encoder (``baselines.untrained_encoder``): scoring
 cost does not depend on the weights. For each metric we time the whole call and, separately,
@@ -9,17 +10,27 @@ the time spent inside the representation (synchronised on a GPU); the rest -- re
 sampling, classifiers, mutual information -- is the metric's own overhead, reported as a
 percentage of the encoder time (target: <= 20%). The paper defaults encode up to 1.9 million
 images; at reduced sizes the printout says which sizes were used and extrapolates the
-encoder time of the defaults from the measured throughput.
+encoder time of the defaults from the measured throughput. The encoder is warmed up (one
+batch) before the first metric, so no metric is charged for the first call's set-up.
+
+``--json PATH`` also writes every row, with the machine (device, CPU, threads, load average),
+the library and torch versions, the date and each metric's keyword arguments, atomically to
+PATH; chapter 6 of the book prints its table from ``benchmarks/results/metrics_cpu.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
+import platform
 import time
 
 import torch
 
+import bvae_lib
 from bvae_lib.baselines import untrained_encoder
+from bvae_lib.checkpoint import write_json
 from bvae_lib.data import DSprites
 from bvae_lib.metrics import beta_vae_score, dci, factor_vae_score, mig, sap
 
@@ -63,23 +74,46 @@ def sampling_mig_densities(n, num_samples, d, factor_sizes):
     return total
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="run every metric at its defaults")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--only", nargs="*", choices=sorted(REDUCED), help="metrics to run")
+    parser.add_argument("--json", metavar="PATH", help="also write the results to PATH")
     args = parser.parse_args()
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
                           if args.device == "auto" else args.device)
     dataset = DSprites(device)
     encoder = untrained_encoder(seed=0, device=device)
-    print(f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else ''}"
-          f"{torch.get_num_threads()} CPU threads); representation: {encoder}")
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    machine = dict(device=str(device), gpu=gpu, cpu=cpu_name(), cpu_count=os.cpu_count(),
+                   torch_threads=torch.get_num_threads(),
+                   load_average=[round(x, 2) for x in os.getloadavg()],
+                   torch=torch.__version__, bvae_lib=bvae_lib.__version__,
+                   date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    print(f"device: {device} ({gpu + ', ' if gpu else ''}{machine['cpu']}, "
+          f"{machine['torch_threads']} torch threads, load average {machine['load_average']}); "
+          f"representation: {encoder}")
     print(f"sizes: {'defaults' if args.full else 'REDUCED (see kwargs); --full for defaults'}")
+    with torch.no_grad():                              # warm-up: first-call set-up is not scored
+        encoder(dataset.sample(256, generator=torch.Generator().manual_seed(0))[0])
+        encoder.model.encode(dataset.sample(256, generator=torch.Generator().manual_seed(0))[0])
     header = (f"{'metric':<14} {'images':>9} {'wall s':>8} {'encoder s':>9} {'overhead':>9} "
               f"{'img/s':>7} {'defaults: images':>16} {'est. encoder s':>14}  kwargs")
     print(header)
     print("-" * len(header))
+    rows = []
     for name in args.only or REDUCED:
         fn, reduced, default_images = REDUCED[name]
         kwargs = DEFAULTS.get(name, {}) if args.full else reduced
@@ -89,12 +123,19 @@ def main():
             timed = Timed(encoder, device)
         start = time.perf_counter()
         result = fn(timed, dataset, **kwargs)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         wall = time.perf_counter() - start
         rate = timed.images / timed.seconds
         overhead = (wall - timed.seconds) / timed.seconds
         print(f"{name:<14} {timed.images:>9,} {wall:>8.1f} {timed.seconds:>9.1f} "
               f"{overhead:>8.0%} {rate:>7.0f} {default_images:>16,} "
               f"{default_images / rate:>14.0f}  {kwargs}  score={result.score:.3f}", flush=True)
+        row = dict(metric=name, kwargs=kwargs, images=timed.images, wall_s=round(wall, 3),
+                   encoder_s=round(timed.seconds, 3), overhead=round(overhead, 4),
+                   images_per_s=round(rate, 1), default_images=default_images,
+                   default_encoder_s=round(default_images / rate, 1),
+                   score=round(float(result.score), 4))
         if name == "mig_sampling" and not args.full:
             # Its own work grows as N^2: project the defaults from the measured density rate.
             d = result.mutual_info.shape[0]
@@ -102,10 +143,21 @@ def main():
                                           dataset.factor_sizes)
             full = sampling_mig_densities(len(dataset), 10_000, d, dataset.factor_sizes)
             density_rate = done / max(wall - timed.seconds, 1e-9)
+            projected = full / density_rate / (default_images / rate)
             print(f"{'':<14} {done:.2e} densities at {density_rate:.2e}/s; at the defaults "
                   f"{full:.2e} densities = {full / density_rate:.0f} s of its own work against "
                   f"{default_images / rate:.0f} s of encoder (projected overhead "
-                  f"{full / density_rate / (default_images / rate):.0%})", flush=True)
+                  f"{projected:.0%})", flush=True)
+            row.update(densities=done, densities_per_s=round(density_rate),
+                       default_densities=full, default_overhead_projected=round(projected, 3))
+        rows.append(row)
+    if args.json:
+        command = "python benchmarks/bench_metrics.py" + (" --full" if args.full else "") + (
+            f" --only {' '.join(args.only)}" if args.only else "") + f" --json {args.json}"
+        write_json(args.json, dict(command=command, sizes="defaults" if args.full else "reduced",
+                                   representation=str(encoder), machine=machine,
+                                   target_overhead=0.2, results=rows))
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
