@@ -1,0 +1,40 @@
+"""The benchmark scripts run, and the record the book prints (chapter 8, section 7) is complete."""
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORD = ROOT / "benchmarks" / "results" / "metrics_cpu.json"
+METRICS = {"beta_vae", "mig_histogram", "mig_sampling", "factor_vae", "dci", "sap"}
+
+
+def test_metrics_record_is_complete_and_says_how_it_was_made():
+    record = json.loads(RECORD.read_text())
+    argv = shlex.split(record["command"])
+    assert argv[:2] == ["python", "benchmarks/bench_metrics.py"]
+    assert argv[argv.index("--json") + 1] == "benchmarks/results/metrics_cpu.json"
+    for key in ("device", "cpu", "torch_threads", "torch", "bvae_lib", "date", "load_average"):
+        assert key in record["machine"], key
+    assert {row["metric"] for row in record["results"]} == METRICS
+    for row in record["results"]:
+        assert row["images"] > 0 and row["encoder_s"] > 0 and row["wall_s"] >= row["encoder_s"]
+        assert abs(row["overhead"] - (row["wall_s"] - row["encoder_s"]) / row["encoder_s"]) < 1e-3
+        assert row["default_images"] >= row["images"]
+    sampling = next(row for row in record["results"] if row["metric"] == "mig_sampling")
+    assert sampling["default_densities"] > sampling["densities"] > 0
+
+
+def test_bench_metrics_writes_its_record(tmp_path):
+    out = tmp_path / "record.json"
+    run = subprocess.run([sys.executable, "benchmarks/bench_metrics.py", "--only", "mig_histogram",
+                          "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "mig_histogram" in run.stdout and f"wrote {out}" in run.stdout
+    record = json.loads(out.read_text())
+    assert [row["metric"] for row in record["results"]] == ["mig_histogram"]
+    assert record["results"][0]["images"] == 10_000 and record["sizes"] == "reduced"
+    assert record["command"].endswith(f"--only mig_histogram --json {out}")
