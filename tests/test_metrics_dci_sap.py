@@ -102,6 +102,61 @@ def test_sap_continuous_invariant_to_permuting_and_rescaling_dimensions():
     assert 0.1 < base.score < 0.9
 
 
+def _liblinear_tight(x, y):
+    import warnings
+    from sklearn.svm import LinearSVC
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")        # tight tolerances may report slow convergence
+        clf = LinearSVC(C=0.01, class_weight="balanced", dual=False, tol=1e-12,
+                        max_iter=100_000).fit(x[:, None], y)
+    return clf
+
+
+SVM_CASES = {
+    "two classes": (lambda r: r.normal(size=600), lambda r, x: (x + r.normal(size=600) > 0.3)),
+    "three classes, scaled up": (lambda r: 1e3 * r.normal(size=500),
+                                 lambda r, x: np.digitize(x, [-300, 400])),
+    "forty classes, decreasing": (lambda r: r.normal(size=2000),
+                                  lambda r, x: np.clip(((-x + 3) * 7).astype(int), 0, 39)),
+    "integer codes with ties": (lambda r: r.integers(0, 6, size=400).astype(float),
+                                lambda r, x: ((x + r.integers(0, 2, size=400)) // 2)),
+    "noise, unbalanced": (lambda r: 1e-3 * r.normal(size=800),
+                          lambda r, x: r.choice([0, 1, 5, 9], size=800, p=[0.7, 0.1, 0.1, 0.1])),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SVM_CASES))
+def test_sap_exact_svm_is_liblinears_optimum(case):
+    # The exact one-feature solver minimises the objective LinearSVC(C=0.01, balanced) solves:
+    # same w and b as liblinear run to a tight tolerance, hence the same predictions.
+    from bvae_lib.metrics.sap import SVM_C, _SortedCodes, _predict
+    rng = np.random.default_rng(0)
+    make_x, make_y = SVM_CASES[case]
+    x = make_x(rng)
+    y = np.asarray(make_y(rng, x), dtype=np.int64)
+    classes, index, counts = np.unique(y, return_inverse=True, return_counts=True)
+    order = np.argsort(x, kind="stable")
+    w, b = _SortedCodes(x[order]).fit(index[order], counts, SVM_C)
+    clf = _liblinear_tight(x, y)
+    scale = 1 + np.abs(clf.coef_[:, 0]).max() + np.abs(clf.intercept_).max()
+    np.testing.assert_allclose(w, clf.coef_[:, 0], atol=1e-6 * scale)
+    np.testing.assert_allclose(b, clf.intercept_, atol=1e-6 * scale)
+    x_test = make_x(np.random.default_rng(1))
+    agree = np.mean(_predict(x_test, classes, w, b) == clf.predict(x_test[:, None]))
+    assert agree >= 1 - 2 / len(x_test)          # at most a point on a decision boundary
+
+
+def test_sap_solvers_agree():
+    v = GRID.sample_factors(1500, torch.Generator().manual_seed(2)).numpy()
+    z = mixed(3)(torch.as_tensor(v, dtype=torch.float32)).numpy()
+    z = z + np.random.default_rng(3).normal(size=z.shape)
+    parts = (z[:1000], v[:1000], z[1000:], v[1000:])
+    exact, lib = sap_from_codes(*parts), sap_from_codes(*parts, solver="liblinear")
+    # liblinear stops at its default tolerance: a test point near a boundary may flip
+    np.testing.assert_allclose(exact.score_matrix, lib.score_matrix, atol=2 / 500)
+    assert exact.score == pytest.approx(lib.score, abs=2 / 500)
+
+
 def test_sap_same_seed_same_score():
     a, b = sap(mixed(), GRID, seed=1, **SMALL), sap(mixed(), GRID, seed=1, **SMALL)
     assert np.array_equal(a.score_matrix, b.score_matrix)
@@ -124,6 +179,13 @@ def test_bad_inputs_raise_clear_errors():
         dci(identity, GRID, factors=["shape"], **SMALL)
     with pytest.raises(ValueError, match="does not exist"):
         sap(identity, GRID, factors=["v9"], **SMALL)
+    with pytest.raises(ValueError, match="solver"):
+        sap_from_codes(z, v, z, v, solver="dual")
+    constant = v.copy()
+    constant[:, 1] = 2
+    for solver in ("exact", "liblinear"):
+        with pytest.raises(ValueError, match="factor column 1 is constant"):
+            sap_from_codes(z, constant, z, v, solver=solver)
 
 
 @pytest.fixture
