@@ -18,8 +18,13 @@ setup: $(BIN)/activate
 book: setup
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
 
+# The library's tests run on TEST_WORKERS processes (pytest-xdist), each with one torch thread
+# (tests/conftest.py) and one BLAS/OpenMP thread, so that the workers do not oversubscribe the
+# cores. The chapters run one at a time: each pins its own thread count (bvae_lib.book).
+TEST_WORKERS ?= 2
+
 test: setup
-	$(BIN)/python -m pytest tests/
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) tests/
 	$(BIN)/python -m pytest --nbval book/
 
 # Re-execute every chapter on the CPU, in order, and store its outputs (never edit by hand).
