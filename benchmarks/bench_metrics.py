@@ -2,7 +2,7 @@
 
     python benchmarks/bench_metrics.py            # reduced sizes (minutes on a laptop CPU)
     python benchmarks/bench_metrics.py --full     # every metric at its defaults (GPU advised)
-    python benchmarks/bench_metrics.py --json benchmarks/results/metrics_cpu.json   # keep a record
+    python benchmarks/bench_metrics.py --repeat 3 --json benchmarks/results/metrics_cpu.json
 
 The representation is an untrained Burgess encoder (``baselines.untrained_encoder``): scoring
 cost does not depend on the weights. For each metric we time the whole call and, separately,
@@ -15,7 +15,8 @@ batch) before the first metric, so no metric is charged for the first call's set
 
 ``--json PATH`` also writes every row, with the machine (device, CPU, threads, load average),
 the library and torch versions, the date and each metric's keyword arguments, atomically to
-PATH; chapter 6 of the book prints its table from ``benchmarks/results/metrics_cpu.json``.
+PATH; chapter 8 of the book (section 7) prints its table from
+``benchmarks/results/metrics_cpu.json``.
 """
 
 from __future__ import annotations
