@@ -100,29 +100,39 @@ def dci_from_codes(codes_train, factors_train, codes_test, factors_test,
         raise ValueError(f"train and test must have the same code and factor dimensions, got "
                          f"codes {z_train.shape[1]} vs {z_test.shape[1]}, factors "
                          f"{v_train.shape[1]} vs {v_test.shape[1]}")
-    d, K = z_train.shape[1], v_train.shape[1]
-    importance = np.zeros((d, K))
-    acc_train, acc_test = np.zeros(K), np.zeros(K)
-    for k in range(K):
-        if len(np.unique(v_train[:, k])) < 2:
-            raise ValueError(f"factor column {k} is constant in the training points; drop it")
-        if model == "gbt":
-            clf = GradientBoostingClassifier(random_state=seed)
-        else:
-            clf = RandomForestClassifier(n_estimators=FOREST_TREES, max_features=None,
-                                         min_samples_leaf=20, random_state=seed,
-                                         n_jobs=min(FOREST_TREES, torch.get_num_threads()))
-        clf.fit(z_train, v_train[:, k])
-        importance[:, k] = np.abs(clf.feature_importances_)
-        acc_train[k] = np.mean(clf.predict(z_train) == v_train[:, k])
-        acc_test[k] = np.mean(clf.predict(z_test) == v_test[:, k])
+    if model == "gbt":
+        def make():
+            return GradientBoostingClassifier(random_state=seed)
+    else:
+        def make():
+            return RandomForestClassifier(n_estimators=FOREST_TREES, max_features=None,
+                                          min_samples_leaf=20, random_state=seed,
+                                          n_jobs=min(FOREST_TREES, torch.get_num_threads()))
+    importance, acc_train, acc_test = fit_predictors(make, z_train, v_train, z_test, v_test)
     D, per_code = _disentanglement(importance)
     C, per_factor = _completeness(importance)
     return DCIResult(score=D, disentanglement=D, completeness=C,
                      informativeness_train=float(acc_train.mean()),
                      informativeness_test=float(acc_test.mean()), importance=importance,
                      disentanglement_per_code=per_code, completeness_per_factor=per_factor,
-                     factors=tuple(f"factor {k}" for k in range(K)))
+                     factors=tuple(f"factor {k}" for k in range(importance.shape[1])))
+
+
+def fit_predictors(make, z_train, v_train, z_test, v_test):
+    """Fit ``make()`` (a fresh scikit-learn classifier with ``feature_importances_``) to each
+    factor column; returns the importance matrix R (d, K) and the train and test accuracies (K,).
+    Checked arrays in, as :func:`dci_from_codes` passes them."""
+    d, K = z_train.shape[1], v_train.shape[1]
+    importance = np.zeros((d, K))
+    acc_train, acc_test = np.zeros(K), np.zeros(K)
+    for k in range(K):
+        if len(np.unique(v_train[:, k])) < 2:
+            raise ValueError(f"factor column {k} is constant in the training points; drop it")
+        clf = make().fit(z_train, v_train[:, k])
+        importance[:, k] = np.abs(clf.feature_importances_)
+        acc_train[k] = np.mean(clf.predict(z_train) == v_train[:, k])
+        acc_test[k] = np.mean(clf.predict(z_test) == v_test[:, k])
+    return importance, acc_train, acc_test
 
 
 def _disentanglement(R: np.ndarray) -> tuple[float, np.ndarray]:
