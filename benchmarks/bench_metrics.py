@@ -110,8 +110,9 @@ def main():
           f"representation: {encoder}")
     print(f"sizes: {'defaults' if args.full else 'REDUCED (see kwargs); --full for defaults'}")
     with torch.no_grad():                              # warm-up: first-call set-up is not scored
-        encoder(dataset.sample(256, generator=torch.Generator().manual_seed(0))[0])
-        encoder.model.encode(dataset.sample(256, generator=torch.Generator().manual_seed(0))[0])
+        warm_up = dataset.sample(256, generator=torch.Generator().manual_seed(0))[0]
+        encoder(warm_up)
+        encoder.model.encode(warm_up)
     header = (f"{'metric':<14} {'images':>9} {'wall s':>8} {'encoder s':>9} {'overhead':>9} "
               f"{'img/s':>7} {'defaults: images':>16} {'est. encoder s':>14}  kwargs")
     print(header)

@@ -30,7 +30,7 @@ different numbers, so say which one a table reports:
     dSprites), evaluated in float32 in chunks of ``chunk_elements`` on the dataset's device.
     That work grows as N^2 and is intrinsically larger than encoding the N images: (K + 1) S d
     = 600,000 densities per image encoded at the defaults. On the book's 2-core CPU
-    (``benchmarks/results/metrics_cpu.json``) the densities ran at about 6.7e8 a second, so the
+    (``benchmarks/results/metrics_cpu.json``) the densities ran at about 6.6e8 a second, so the
     full-dataset defaults take about 11 minutes for the densities alone, 4-5 times the encoder's
     time -- use a GPU, or a subset (``num_points=5_000, num_samples=5_000``: 4e8 densities, about
     half the time of encoding those images; see ``benchmarks/bench_metrics.py``).

@@ -106,6 +106,13 @@ def check_factor_classes(classes, n: int, name: str = "factor_classes") -> np.nd
     return arr.astype(np.int64)
 
 
+def check_varying_factors(classes: np.ndarray) -> None:
+    """A classifier per factor column needs at least two classes in its training points."""
+    for k in range(classes.shape[1]):
+        if len(np.unique(classes[:, k])) < 2:
+            raise ValueError(f"factor column {k} is constant in the training points; drop it")
+
+
 # -- encoding ---------------------------------------------------------------------------------
 
 def _to_numpy(out, n: int) -> np.ndarray:
