@@ -27,9 +27,11 @@ one.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import random
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -43,6 +45,7 @@ __all__ = [
     "HISTORY_NAME",
     "atomic_write",
     "write_json",
+    "remove_stale_temporaries",
     "config_differences",
     "save_checkpoint",
     "load_checkpoint",
@@ -73,8 +76,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None],
     one file system. On any error the temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a directory; pass a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path.name),
+                               suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
         with os.fdopen(fd, "wb" if binary else "w") as f:
@@ -82,14 +88,64 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None],
             f.flush()
             os.fsync(f.fileno())      # the bytes are on disk before the name points at them
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, (OSError, RuntimeError)):
+            raise _write_error(path, e) from e
         raise
     _fsync_dir(path.parent)           # make the rename itself durable (best effort)
     return path
+
+
+def _temporary_prefix(name: str) -> str:
+    return f".{name}."
+
+
+def _write_error(path: Path, e: BaseException) -> OSError:
+    """A failed write, said so that a person can act on it. torch.save reports a full disk as
+    ``[enforce fail at inline_container.cc:...] . unexpected pos``: its zip writer saw a short
+    write, which on a local file system means no space (or quota) was left."""
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    full = (getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+            or (isinstance(e, RuntimeError) and "unexpected pos" in reason))
+    if full:
+        try:
+            free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free"
+        except OSError:
+            free = "free space unknown"
+        error = OSError(f"could not write {path}: the disk is full ({free} on "
+                        f"{path.parent}; {reason}). {path.name} was not changed -- the previous "
+                        f"version, if any, is intact. Free some space (or write elsewhere) and "
+                        f"run again; a training run continues with --resume / resume=True")
+        error.errno = errno.ENOSPC
+        return error
+    error = OSError(f"could not write {path} ({type(e).__name__}: {reason}). {path.name} was "
+                    f"not changed -- the previous version, if any, is intact")
+    error.errno = getattr(e, "errno", None)
+    return error
+
+
+def remove_stale_temporaries(directory: str | os.PathLike,
+                             names=(CHECKPOINT_NAME, HISTORY_NAME)) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write` left for ``names`` in
+    ``directory`` when its process was killed between creating and renaming them (a
+    checkpoint's can be tens of MB). Call it only where no other process writes these names at
+    the same time -- the training loop calls it for its own run directory before it starts."""
+    directory = Path(directory)
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for name in names:
+        for tmp in directory.glob(f"{_temporary_prefix(name)}*.tmp"):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:           # gone already, or not ours to remove: leave it
+                pass
+    return removed
 
 
 def _umask() -> int:
@@ -267,6 +323,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     missing = [k for k in _REQUIRED if k not in ckpt]
     if missing:
         raise ValueError(f"{path} is an incomplete checkpoint: it lacks {missing}")
+    _check_structure(ckpt, path)
     if ckpt["format_version"] > FORMAT_VERSION:
         raise ValueError(f"{path} has checkpoint format {ckpt['format_version']}, newer than "
                          f"this bvae_lib understands ({FORMAT_VERSION}); upgrade bvae_lib")
@@ -278,6 +335,113 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     ckpt["model_config"] = stored_model_config(ckpt["model_config"])
     ckpt["path"] = str(path)
     return ckpt
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _structure_problems(ckpt: dict) -> list[str]:
+    """What is malformed in a checkpoint's fields, as ``"field: expected ..., got ..."``.
+
+    The keys alone do not make a checkpoint: a field of the wrong type would otherwise surface
+    as a KeyError or AttributeError deep inside resuming. This checks the shape of every field
+    that loading and resuming read, not the values (the configs are checked by their own
+    dataclasses when they are rebuilt, the weights by ``_check_state_dict``).
+    """
+    bad = []
+
+    def expect(ok: bool, field: str, what: str, value) -> bool:
+        if not ok:
+            got = type(value).__name__
+            if isinstance(value, torch.Tensor):
+                got = f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+            elif isinstance(value, (list, dict, tuple, str)) and len(value) == 0:
+                got = f"an empty {got}"
+            bad.append(f"{field}: expected {what}, got {got}")
+        return ok
+
+    expect(_is_int(ckpt["format_version"]), "format_version", "an integer",
+           ckpt["format_version"])
+    expect(isinstance(ckpt["library_version"], str), "library_version", "a string",
+           ckpt["library_version"])
+    for name in ("model_config", "train_config"):
+        expect(isinstance(ckpt[name], dict), name, "a dict of config fields", ckpt[name])
+    obj = ckpt["objective_config"]
+    if expect(isinstance(obj, dict), "objective_config", "a dict of config fields", obj):
+        expect(isinstance(obj.get("name"), str), "objective_config['name']",
+               "the objective's name", obj.get("name"))
+    expect(_is_int(ckpt["step"]) and ckpt["step"] >= 0, "step",
+           "a non-negative integer", ckpt["step"])
+    model = ckpt["model"]
+    if expect(isinstance(model, dict) and len(model) > 0, "model", "a state_dict (names -> "
+              "tensors)", model):
+        odd = [k for k, v in model.items() if not isinstance(v, torch.Tensor)]
+        expect(not odd, f"model[{odd[0]!r}]" if odd else "model", "a tensor",
+               model[odd[0]] if odd else None)
+    opt = ckpt["optimizer"]
+    if expect(isinstance(opt, dict), "optimizer", "an optimizer state_dict", opt):
+        expect(isinstance(opt.get("state"), dict), "optimizer['state']", "a dict",
+               opt.get("state"))
+        expect(isinstance(opt.get("param_groups"), list) and len(opt["param_groups"]) > 0,
+               "optimizer['param_groups']", "a non-empty list", opt.get("param_groups"))
+    for name in ("scaler", "extra"):            # optional: absent in some older checkpoints
+        if name in ckpt:
+            expect(isinstance(ckpt[name], dict), name, "a dict", ckpt[name])
+    bad += _rng_problems(ckpt["rng"])
+    history = ckpt["history"]
+    if expect(isinstance(history, dict), "history", "a dict of term -> list of values",
+              history):
+        odd = [k for k, v in history.items() if not isinstance(v, list)]
+        if expect(not odd, f"history[{odd[0]!r}]" if odd else "history", "a list",
+                  history[odd[0]] if odd else None):
+            lengths = {k: len(v) for k, v in history.items()}
+            expect(len(set(lengths.values())) <= 1, "history",
+                   "lists of one length (one entry per log window)", lengths)
+    return bad
+
+
+def _rng_problems(rng) -> list[str]:
+    """Like :func:`_structure_problems`, for the RNG states of :func:`rng_state`."""
+    if not isinstance(rng, dict):
+        return [f"rng: expected a dict of RNG states, got {type(rng).__name__}"]
+    bad = []
+    t = rng.get("torch")
+    if not (isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.numel() > 0):
+        bad.append("rng['torch']: expected torch.get_rng_state() (a non-empty uint8 tensor)")
+    if not isinstance(rng.get("cuda", []), (list, tuple)):
+        bad.append("rng['cuda']: expected a list of CUDA RNG states")
+    np_state = rng.get("numpy")
+    if not (isinstance(np_state, dict) and isinstance(np_state.get("name"), str)
+            and isinstance(np_state.get("keys"), torch.Tensor)
+            and np_state["keys"].numel() == 624 and _is_int(np_state.get("pos"))
+            and _is_int(np_state.get("has_gauss"))
+            and isinstance(np_state.get("cached_gaussian"), (int, float))):
+        bad.append("rng['numpy']: expected numpy's MT19937 state (name, 624 keys, pos, "
+                   "has_gauss, cached_gaussian)")
+    py = rng.get("python")
+    if not (isinstance(py, dict) and _is_int(py.get("version"))
+            and isinstance(py.get("state"), (list, tuple)) and len(py["state"]) == 625
+            and all(_is_int(v) for v in py["state"])
+            and (py.get("gauss_next") is None or isinstance(py["gauss_next"], (int, float)))):
+        bad.append("rng['python']: expected random.getstate() (version, 625 integers, "
+                   "gauss_next)")
+    data, data_device = rng.get("data"), rng.get("data_device")
+    if not (data is None or (isinstance(data, torch.Tensor) and data.dtype == torch.uint8
+                             and data.numel() > 0)):
+        bad.append("rng['data']: expected the data generator's state (a non-empty uint8 tensor)")
+    if not (data_device is None or isinstance(data_device, str)):
+        bad.append("rng['data_device']: expected a device type such as 'cpu'")
+    return bad
+
+
+def _check_structure(ckpt: dict, path) -> None:
+    bad = _structure_problems(ckpt)
+    if bad:
+        raise ValueError(f"{path} is a damaged checkpoint: {'; '.join(bad[:3])}"
+                         f"{' ...' if len(bad) > 3 else ''}. It was not written this way by "
+                         f"bvae_lib (edited, or damaged on disk) -- delete it and retrain, or "
+                         f"use an older copy")
 
 
 def config_differences(a: dict, b: dict) -> list[str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -58,6 +59,35 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _choice(text: str, choices, flag: str) -> str:
+    """``text`` as one of ``choices``, whichever of '-' and '_' it is spelt with: names are
+    snake_case in Python (``beta_vae``) and people type flags with hyphens (``beta-vae``)."""
+    key = str(text).strip().lower().replace("-", "_")
+    for choice in choices:
+        if choice.replace("-", "_") == key:
+            return choice
+    raise ValueError(f"{flag} must be one of {', '.join(choices)}, got {text!r}")
+
+
+def _choice_type(choices, flag: str):
+    """An argparse ``type`` accepting ``_choice`` spellings (argparse prints its error)."""
+    def convert(text):
+        try:
+            return _choice(text, choices, flag)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    convert.__name__ = flag.lstrip("-")
+    return convert
+
+
+def _field_choices() -> dict:
+    """Config fields whose value is a name from a fixed list."""
+    from bvae_lib import models, objectives
+
+    return {"architecture": models.ARCHITECTURES, "decoder": models.DECODERS,
+            "init": models.INITS, "estimator": objectives._ESTIMATORS}
+
+
 def _metavar(default) -> str:
     return {bool: "BOOL", int: "N", float: "X", tuple: "K,K"}.get(type(default), "NAME")
 
@@ -84,7 +114,12 @@ def _convert(text: str, default, flag: str):
             return float(text)
         if isinstance(default, tuple):
             return tuple(int(t) for t in text.replace(",", " ").split())
+        choices = _field_choices().get(flag[2:].replace("-", "_"))
+        if choices is not None:
+            return _choice(text, choices, flag)
     except ValueError:
+        if isinstance(default, str):
+            raise
         kind = {bool: "true/false", int: "an integer", float: "a number",
                 tuple: "comma-separated integers"}[type(default)]
         raise ValueError(f"{flag} expects {kind}, got {text!r}") from None
@@ -140,8 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     objectives = _objective_classes()
     g = tr.add_argument_group("objective (bvae_lib.objectives)")
-    g.add_argument("--objective", choices=sorted(objectives), metavar="NAME",
-                   help=f"one of {', '.join(sorted(objectives))} (default: beta-VAE)")
+    g.add_argument("--objective", type=_choice_type(sorted(objectives), "--objective"),
+                   metavar="NAME",
+                   help=f"one of {', '.join(sorted(objectives))}, or spelt with '-' (default: "
+                        f"{_default_objective(objectives)})")
     owners: dict[str, list[str]] = {}
     metavars: dict[str, str] = {}
     for name, cls in sorted(objectives.items()):
@@ -154,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="default: " + ", ".join(used_by))
 
     g = tr.add_argument_group("data")
-    g.add_argument("--dataset", choices=DATASETS,
+    g.add_argument("--dataset", type=_choice_type(DATASETS, "--dataset"), metavar="NAME",
                    help="dsprites (procedural, the default), dsprites-file (official .npz, give "
                         "--data), mnist or celeba (torchvision; --data is their root)")
     g.add_argument("--data", metavar="PATH", help="file or root directory of the dataset")
@@ -162,8 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = tr.add_argument_group("training (bvae_lib.train.TrainConfig)")
     g.add_argument("--steps", type=int, metavar="N",
-                   help="total steps of the run (default: budget(cpu=2000), i.e. 300,000 on a "
-                        "GPU; env BVAE_STEPS overrides)")
+                   help="total steps of the run (default: with --resume the run's own target; "
+                        "otherwise budget(cpu=2000), i.e. 300,000 on a GPU; env BVAE_STEPS "
+                        "overrides)")
     g.add_argument("--batch-size", type=int, metavar="M", help="batch size (default: 64)")
     g.add_argument("--lr", type=float, help="Adam learning rate (default: 5e-4)")
     g.add_argument("--seed", type=int, help="random seed (default: 0)")
@@ -237,14 +275,15 @@ def _cmd_train(args) -> int:
     from bvae_lib.models import ModelConfig
     from bvae_lib.objectives import objective_config_from_dict
 
-    out = Path(args.out)
+    out = _output_path(args.out, "--out", directory=True)
     run_file = out / RUN_FILE
     existing = out / ckpt_lib.CHECKPOINT_NAME
     resuming = args.resume and existing.exists()
 
     model_given = _given(args, "m_", args.model_fields)
     if args.architecture is not None:
-        model_given["architecture"] = args.architecture
+        from bvae_lib.models import ARCHITECTURES
+        model_given["architecture"] = _choice(args.architecture, ARCHITECTURES, "--model")
     objective_given = _given(args, "o_", args.objective_fields)
     objectives = _objective_classes()
 
@@ -254,7 +293,7 @@ def _cmd_train(args) -> int:
         ckpt = ckpt_lib.load_checkpoint(existing)
         model_base, objective_base = ckpt["model_config"], dict(ckpt["objective_config"])
         train_base = ckpt["train_config"]
-        run = json.loads(run_file.read_text()) if run_file.exists() else {}
+        run = _read_run_file(run_file) if run_file.exists() else {}
     else:
         model_base, objective_base, train_base, run = {}, None, {}, {}
 
@@ -277,7 +316,12 @@ def _cmd_train(args) -> int:
                          f"objective {cls.name} (its parameters: {', '.join(own) or 'none'})")
     objective_config = _config_from_args(cls, args, objective_given, base)
 
-    steps = args.steps if args.steps is not None else train_lib.budget(cpu=2_000)
+    if args.steps is not None:
+        steps = args.steps
+    elif resuming:
+        steps = train_base.get("steps")   # "continues exactly where it stopped": its own target
+    else:
+        steps = train_lib.budget(cpu=2_000)
     pick = lambda flag, key, default: (flag if flag is not None  # noqa: E731
                                        else train_base.get(key, default))
     train_config = train_lib.TrainConfig(
@@ -301,6 +345,7 @@ def _cmd_train(args) -> int:
 
     if args.resume and not resuming:
         print(f"no checkpoint in {out}: starting a new run", file=sys.stderr)
+    ckpt_lib.remove_stale_temporaries(out, (RUN_FILE,))
     if not existing.exists():
         ckpt_lib.write_json(run_file, {"dataset": dataset_name, "data": data_path})
     result = train_lib.train(model_config, objective_config, dataset, train_config,
@@ -309,6 +354,34 @@ def _cmd_train(args) -> int:
     print(json.dumps({"step": result.step, "checkpoint": str(result.checkpoint),
                       "images_per_second": round(result.images_per_second, 1), **last}))
     return 0
+
+
+def _output_path(text: str, flag: str, directory: bool = False, example: str = "") -> Path:
+    """The path of a flag that names something to write, refused when it is empty (which would
+    silently mean the current directory) or the wrong kind of thing."""
+    if not str(text).strip():
+        what = "a directory" if directory else "a file name"
+        raise ValueError(f"{flag} is empty; pass {what} to write to")
+    path = Path(text)
+    if directory and path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is a file; pass the run's directory")
+    if not directory and path.is_dir():
+        raise ValueError(f"{flag} {path} is a directory; pass a file name"
+                         + (f", e.g. {path / example}" if example else ""))
+    return path
+
+
+def _read_run_file(path: Path) -> dict:
+    try:
+        run = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); it records the run's dataset as "
+                         f'{{"dataset": NAME, "data": PATH or null}}: fix it, or delete it and '
+                         f"pass --dataset/--data again") from e
+    if not isinstance(run, dict):
+        raise ValueError(f"{path} must hold a JSON object such as "
+                         f'{{"dataset": "dsprites", "data": null}}, got {type(run).__name__}')
+    return run
 
 
 def _default_objective(objectives: dict) -> str:
@@ -323,10 +396,15 @@ def _cmd_evaluate(args) -> int:
     from bvae_lib.train import pick_device
 
     names = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    bad = [m for m in names if m not in METRICS]
-    if bad or not names:
+    try:
+        names = [_choice(m, METRICS, "--metrics") for m in names]
+    except ValueError:
+        names = []
+    if not names:
         raise ValueError(f"--metrics must be a comma-separated list from {', '.join(METRICS)}, "
                          f"got {args.metrics!r}")
+    if args.out is not None:
+        _output_path(args.out, "--out", example="scores.json")
     device = pick_device(args.device)
     model = ckpt_lib.load_model(args.run, device=device)
     if model.config.channels != 1 or model.config.image_size != 64:
@@ -372,8 +450,12 @@ def _cmd_traverse(args) -> int:
 
     from bvae_lib.viz import plot_traversal
 
-    if args.num < 2 or args.limit <= 0:
-        raise ValueError(f"--num must be >= 2 and --limit > 0, got {args.num} and {args.limit}")
+    if args.num < 2 or not (math.isfinite(args.limit) and args.limit > 0):
+        raise ValueError(f"--num must be >= 2 and --limit a finite number > 0, got {args.num} "
+                         f"and {args.limit}")
+    out = _output_path(args.out, "--out", example="traversal.png")
+    if out.suffix == "":
+        out = out.with_name(out.name + ".png")   # what savefig would write: say so
     model = ckpt_lib.load_model(args.run)
     # x[0] is traversed; the whole batch ranks the latents by their mean KL (bvae_lib.viz)
     x, _ = DSprites().sample(64, torch.Generator().manual_seed(args.seed))
@@ -381,7 +463,6 @@ def _cmd_traverse(args) -> int:
         raise ValueError(f"{args.run}: traversals start from dSprites images (1 channel) but "
                          f"the model takes {model.config.channels} channels")
     fig = plot_traversal(model, x, n_steps=args.num, limit=args.limit)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100, bbox_inches="tight")
     print(f"wrote {out}")
@@ -409,4 +490,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = " ".join(str(e).split()) or type(e).__name__
         print(f"error: {message}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - a bug of ours: still one line, and how to report it
+        if os.environ.get("BVAE_DEBUG"):
+            raise
+        message = " ".join(str(e).split())
+        print(f"error: unexpected {type(e).__name__}{': ' + message if message else ''} "
+              f"(a bug in bvae_lib: rerun with BVAE_DEBUG=1 for the traceback and report it)",
+              file=sys.stderr)
         return 2

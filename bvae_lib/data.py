@@ -31,6 +31,7 @@ MNIST and CelebA (no ground-truth factors, for training only) come through torch
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -148,6 +149,8 @@ class GroundTruthDataset:
         """
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        # each column is drawn, then all are stacked: 2 K int64 numbers per combination
+        _check_fits(int(n), 2 * self.num_factors * 8, "factor combinations", self.device)
         gen_device = generator.device if generator is not None else self.device
         cols = [torch.randint(0, s, (int(n),), generator=generator, device=gen_device)
                 for s in self.factor_sizes]
@@ -172,6 +175,33 @@ class GroundTruthDataset:
     def __repr__(self) -> str:
         grid = ", ".join(f"{a}={b}" for a, b in zip(self.factor_names, self.factor_sizes))
         return f"{type(self).__name__}({grid}; {len(self)} images on {self.device})"
+
+
+def _memory_bytes(device: torch.device) -> int | None:
+    """Total memory of ``device`` in bytes, or None where it cannot be told."""
+    return _memory_of(device.type, device.index)
+
+
+@functools.lru_cache(maxsize=None)        # asked on every batch the training loop draws
+def _memory_of(kind: str, index: int | None) -> int | None:
+    device = torch.device(kind, index) if index is not None else torch.device(kind)
+    try:
+        if device.type == "cuda":
+            return torch.cuda.get_device_properties(device).total_memory
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")   # the host's RAM
+    except (AttributeError, ValueError, OSError, RuntimeError):
+        return None
+
+
+def _check_fits(n: int, bytes_each: int, what: str, device) -> None:
+    """Refuse a request larger than the device's whole memory before the allocator sees it:
+    its error names neither the argument nor the way out."""
+    device = torch.device(device)
+    total = _memory_bytes(device)
+    if total is not None and n * bytes_each > total:
+        raise ValueError(f"{n:,} {what} would need {n * bytes_each / 2**30:,.1f} GiB, more than "
+                         f"the {total / 2**30:,.1f} GiB of memory of {device}; ask for at most "
+                         f"{total // bytes_each:,} at once (draw and use them in chunks)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,6 +295,7 @@ class DSprites(GroundTruthDataset):
     def images_from_factors(self, factors) -> torch.Tensor:
         f = self._check_factors(factors)
         n, size = f.shape[0], 64
+        _check_fits(n, size * size * 4, "images", self.device)
         out = torch.zeros(n, size * size, device=self.device)
         for start in range(0, n, self._CHUNK):
             self._render(f[start:start + self._CHUNK], out[start:start + self._CHUNK])
@@ -385,8 +416,7 @@ class DSpritesFile(GroundTruthDataset):
         strides = np.array([math.prod(self.factor_sizes[k + 1:]) for k in range(5)])
         if not np.array_equal(classes @ strides, np.arange(imgs.shape[0])):
             raise ValueError(f"{path}: rows are not in the official order (position y fastest)")
-        if imgs.max(initial=0) > 1:
-            raise ValueError(f"{path}: 'imgs' must be binary (0/1), found value {imgs.max()}")
+        _check_binary(imgs, path)
         self._packed = torch.from_numpy(np.packbits(imgs.astype(np.uint8), axis=-1))  # (N,64,8)
         self.path = path
 
@@ -397,6 +427,28 @@ class DSpritesFile(GroundTruthDataset):
 
     def images_from_factors(self, factors) -> torch.Tensor:
         return self._images_at(self.index(factors))
+
+
+def _check_binary(imgs: np.ndarray, path) -> None:
+    """Every pixel 0 or 1, as in the official file: ``np.packbits`` keeps only "non-zero", and
+    a cast to uint8 first would turn grey levels in (0, 1) into 0 -- a file of grey images
+    would load as blank ones."""
+    if imgs.dtype == np.bool_:
+        return
+    if np.issubdtype(imgs.dtype, np.integer):
+        # the official file (uint8): two passes over it, no temporary arrays
+        if imgs.max(initial=0) <= 1 and (np.issubdtype(imgs.dtype, np.unsignedinteger)
+                                         or imgs.min(initial=0) >= 0):
+            return
+    for start in range(0, imgs.shape[0], 8192):        # bounded temporaries on 737,280 images
+        chunk = imgs[start:start + 8192]
+        bad = (chunk != 0) & (chunk != 1)
+        if bad.any():
+            i, r, c = (int(v) for v in np.argwhere(bad)[0])
+            raise ValueError(f"{path}: 'imgs' must be binary (0/1) like the official file, "
+                             f"found {chunk[i, r, c]!r} (image {start + i}, pixel ({r}, {c})); "
+                             f"binarise the images first (e.g. imgs > 0.5), or load grey "
+                             f"images with bvae_lib.data.TensorImages")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,8 +468,15 @@ class TensorImages:
         if not images.is_floating_point():
             raise TypeError(f"images must be float with values in [0, 1], got {images.dtype}; "
                             f"divide uint8 images by 255")
+        if images.numel() and not bool(torch.isfinite(images).all()):
+            where = int((~torch.isfinite(images)).reshape(images.shape[0], -1).any(1)
+                        .nonzero()[0])
+            raise ValueError(f"images contain NaN or infinite values (first in image {where}); "
+                             f"images must have values in [0, 1]: clean or drop those images")
         if images.numel() and (images.min() < 0 or images.max() > 1):
-            raise ValueError("images must have values in [0, 1]")
+            raise ValueError(f"images must have values in [0, 1], got values in "
+                             f"[{float(images.min()):.3g}, {float(images.max()):.3g}]; divide "
+                             f"uint8 images by 255, or rescale them")
         self._images = images
         self.name = name
 
@@ -441,6 +500,14 @@ class TensorImages:
         return f"TensorImages({self.name}: {tuple(self._images.shape)} on {self.device})"
 
 
+def _check_limit(limit) -> None:
+    # 0 would read as "no limit" and a negative one would slice off the end: refuse both.
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer))
+                              or limit < 1):
+        raise ValueError(f"limit must be None (every image) or a positive number of images, "
+                         f"got {limit!r}")
+
+
 def _offline_error(name: str, root, how: str, err: Exception) -> RuntimeError:
     return RuntimeError(f"{name} is not available under '{root}' and could not be downloaded "
                         f"({type(err).__name__}: {err}). {how}")
@@ -455,13 +522,14 @@ def load_mnist(root: str | os.PathLike = "data", train: bool = True,
     """
     from torchvision.datasets import MNIST
 
+    _check_limit(limit)
     try:
         ds = MNIST(str(root), train=train, download=download)
     except Exception as e:  # RuntimeError "Dataset not found", URLError when offline
         raise _offline_error(
             "MNIST", root, "Call load_mnist(root, download=True) with internet access, or put "
             "the four files 'train-images-idx3-ubyte' etc. in ROOT/MNIST/raw.", e) from e
-    x = ds.data[:limit] if limit else ds.data
+    x = ds.data[:limit] if limit is not None else ds.data
     x = (x.float() / 255.0 > 0.5).float().unsqueeze(1)                 # (n, 1, 28, 28)
     x = torch.nn.functional.pad(x, (18, 18, 18, 18))                 # centred on 64 x 64
     return TensorImages(x, name="MNIST " + ("train" if train else "test"))
@@ -478,6 +546,7 @@ def load_celeba(root: str | os.PathLike = "data", split: str = "train",
     from torchvision import transforms
     from torchvision.datasets import CelebA
 
+    _check_limit(limit)
     tf = transforms.Compose([transforms.CenterCrop(148), transforms.Resize(64),
                              transforms.ToTensor()])
     try:

@@ -57,12 +57,15 @@ def _noise(kind: str, shape, like: torch.Tensor | None, generator, device=None, 
 
 
 def _check_tau(tau) -> float:
+    # "not (tau > 0)" also catches NaN, whose comparisons are all false; infinity would make
+    # every sample uniform whatever the logits
     if isinstance(tau, torch.Tensor):
-        bad = bool((tau <= 0).any())
+        bad = bool((~(tau > 0) | ~torch.isfinite(tau)).any())
     else:
-        bad = not (float(tau) > 0)        # also catches NaN
+        bad = not (float(tau) > 0 and math.isfinite(float(tau)))
     if bad:
-        raise ValueError(f"tau (the Concrete / Gumbel-softmax temperature) must be > 0, got "
+        raise ValueError(f"tau (the Concrete / Gumbel-softmax temperature) must be finite and "
+                         f"> 0, got "
                          f"{tau!r}; Dupont 2018 uses 0.67, and tau -> 0 approaches one-hot samples")
     return tau
 

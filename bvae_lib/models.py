@@ -36,6 +36,7 @@ which follows the logical (N, C, H, W) order whatever the memory layout.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -93,9 +94,11 @@ class ModelConfig:
                 raise ValueError(f"categorical_dims must hold integers >= 2 (categories of each "
                                  f"discrete latent), got {self.categorical_dims!r}")
         self.categorical_dims = tuple(int(k) for k in self.categorical_dims)
-        if not float(self.temperature) > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature!r}; Dupont 2018 "
-                             f"uses 0.67")
+        if not (isinstance(self.temperature, (int, float, np.integer, np.floating))
+                and not isinstance(self.temperature, bool)
+                and math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got "
+                             f"{self.temperature!r}; Dupont 2018 uses 0.67")
         if not _is_int(self.channels) or self.channels < 1:
             raise ValueError(f"channels must be a positive integer (1 for dSprites, 3 for "
                              f"CelebA), got {self.channels!r}")
@@ -266,7 +269,9 @@ class VAE(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"x must be float with values in [0, 1], got {x.dtype}; divide "
                             f"uint8 images by 255")
-        return x
+        # float64 images (numpy's default) into a float32 network: cast, as representation()
+        # always did, instead of torch's dtype error. Same dtype: .to() is a no-op.
+        return x.to(dtype=next(self.parameters()).dtype)
 
     def _check_code(self, z: torch.Tensor) -> None:
         d = self.config.code_dim
@@ -303,8 +308,7 @@ class VAE(nn.Module):
 
     def _to_model(self, x) -> torch.Tensor:
         x = self._check_images(x)
-        p = next(self.parameters())
-        return x.to(device=p.device, dtype=p.dtype)
+        return x.to(device=next(self.parameters()).device)
 
 
 class JointVAE(VAE):

@@ -200,11 +200,14 @@ def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor,
         raise ValueError(f"x must have the decoder output's shape {tuple(recon.shape)}, got "
                          f"{tuple(x.shape)}")
     m = x.shape[0]
+    if m == 0 or x.numel() == 0:
+        raise ValueError(f"x is an empty batch (shape {tuple(x.shape)}); the loss is a mean over "
+                         f"the batch and needs at least one image")
     recon = recon.float()
     x = x.float()
     if decoder == "bernoulli":
         lo, hi = torch.aminmax(x.detach())
-        if lo < 0 or hi > 1:
+        if not (lo >= 0 and hi <= 1):       # written so that NaN (all comparisons false) fails
             raise ValueError(f"x must have values in [0, 1] for a Bernoulli decoder, got values "
                              f"in [{float(lo):.3g}, {float(hi):.3g}]; rescale the images to "
                              f"[0, 1] or use decoder='gaussian'")

@@ -19,7 +19,9 @@ One function, :func:`train`, readable top to bottom. What makes it fast is what 
 
 Checkpoints (``bvae_lib.checkpoint``) carry every RNG state, including the generator that draws
 the batches, so a run that is interrupted and resumed gives bitwise the same weights on the CPU
-as one that was not.
+as one that was not. A checkpoint is written only from weights known to be good: the step it
+would resume with is computed first and its loss and gradients checked finite (see
+:func:`_diverged_at`), so the "last good" checkpoint of a diverged run resumes.
 
 Budgets: :func:`budget` returns a paper-scale number of steps on a GPU (300,000 steps of batch 64,
 Burgess et al. 2018) and a short one on the CPU; the environment variable ``BVAE_STEPS``
@@ -34,6 +36,7 @@ import json
 import math
 import os
 import random
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -291,9 +294,7 @@ class _Recorder:
             named = [f"{k}={window[r, s:s + n].tolist() if vec else window[r, s].item()}"
                      for k, (s, n, vec) in self.slices.items() if bad[r, s:s + n].any()]
             raise NonFiniteLossError(
-                f"the loss became non-finite at step {first_step + r}: {', '.join(named)}. "
-                f"Training stopped; the last checkpoint (if any) is intact. Lower the learning "
-                f"rate, check the data range, or change the objective's hyperparameters")
+                f"the loss became non-finite at step {first_step + r}: {', '.join(named)}.")
         mean = window.double().mean(dim=0)
         entry = {"step": steps_done}
         for k, (s, n, vec) in self.slices.items():
@@ -354,6 +355,27 @@ def _check_resumable(ckpt: dict, model_config, objective_config, config: TrainCo
                          f"already at step {ckpt['step']}; pass steps >= {ckpt['step']}")
 
 
+def _dataset_description(dataset) -> str:
+    """``repr(dataset)`` without what may change between the sessions of one run: the device
+    it was moved to and the memory address of a class without its own repr. A checkpoint
+    records ``repr(dataset)`` (``extra["dataset"]``), so this also reads older checkpoints."""
+    text = repr(dataset) if not isinstance(dataset, str) else dataset
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", text)
+    return re.sub(r" on [a-z]+(:\d+)?(?=\)$)", "", text)
+
+
+def _check_same_dataset(ckpt: dict, dataset) -> None:
+    """A run continued on other data would silently become a different experiment."""
+    old = ckpt.get("extra", {}).get("dataset")
+    if not isinstance(old, str):      # written before checkpoints named their dataset
+        return
+    if _dataset_description(old) != _dataset_description(dataset):
+        raise ValueError(f"cannot resume {ckpt['path']}: it was trained on "
+                         f"{_dataset_description(old)}, not on {_dataset_description(dataset)}; "
+                         f"resume it with the same dataset, or start a new run in another "
+                         f"out_dir")
+
+
 # ---------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------
@@ -383,6 +405,12 @@ def train(model_config, objective_config, dataset, train_config: TrainConfig,
     # -- an existing run? ---------------------------------------------------------------------
     ckpt, ckpt_path = None, None
     if out_dir is not None:
+        if not str(out_dir).strip():
+            raise ValueError("out_dir is empty (it would mean the current directory); pass the "
+                             "directory of the run, e.g. out_dir='runs/beta4'")
+        if Path(out_dir).exists() and not Path(out_dir).is_dir():
+            raise ValueError(f"out_dir {out_dir} is a file, not a directory; pass the directory "
+                             f"of the run")
         ckpt_path = Path(out_dir) / ckpt_lib.CHECKPOINT_NAME
         if ckpt_path.exists():
             if not resume:
@@ -429,6 +457,15 @@ def train(model_config, objective_config, dataset, train_config: TrainConfig,
     if hasattr(dataset, "to") and not _same_device(getattr(dataset, "device", device), device):
         dataset = dataset.to(device)             # moved (or re-made) once, not per batch
     _check_dataset(dataset, model_config)
+    if ckpt is not None:
+        _check_same_dataset(ckpt, dataset)
+    if ckpt_path is not None:
+        # Leftovers of a process killed mid-write (up to a checkpoint's size each), and a
+        # history.json one entry short when the kill fell between the checkpoint's rename and the
+        # history's: the checkpoint is the record, history.json its readable copy.
+        ckpt_lib.remove_stale_temporaries(ckpt_path.parent)
+        if ckpt is not None:
+            ckpt_lib.write_json(ckpt_path.with_name(ckpt_lib.HISTORY_NAME), ckpt["history"])
     data_device = torch.device(getattr(dataset, "device", "cpu"))
     generator = torch.Generator(device=data_device)
     generator.manual_seed(config.seed)
@@ -464,24 +501,28 @@ def train(model_config, objective_config, dataset, train_config: TrainConfig,
             optimizer=optimizer, step=step, history=history, data_generator=generator,
             scaler=scaler, extra=extra)
 
+    def losses(step: int) -> dict:
+        """The loss terms of ``step``: draw its batch, run the model, apply the objective."""
+        x = next_batch().to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with amp_context:
+            out = forward(x)
+        if amp_dtype is not None:
+            out = _to_float32(out)
+        return objective(out, x, step)
+
     from tqdm.auto import tqdm
 
     bar = tqdm(total=config.steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
                disable=not progress_enabled(config.progress))
     recorder = _Recorder(config.log_every)
-    saved = None
+    saved, saved_step = None, (start if ckpt is not None else None)
     model.train()
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         for step in range(start, config.steps):
-            x = next_batch().to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with amp_context:
-                out = forward(x)
-            if amp_dtype is not None:
-                out = _to_float32(out)
-            terms = objective(out, x, step)
+            terms = losses(step)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(terms["loss"]).backward()
@@ -502,7 +543,13 @@ def train(model_config, objective_config, dataset, train_config: TrainConfig,
                 bar.set_postfix({k: f"{v:.4g}" for k, v in entry.items()
                                  if isinstance(v, float)}, refresh=False)
                 if save_now:
-                    saved = save(done)
+                    bad = _diverged_at(done, losses, model, optimizer, generator, device,
+                                       check_grads=scaler is None)
+                    if bad:
+                        raise NonFiniteLossError(bad)
+                    saved, saved_step = save(done), done
+    except NonFiniteLossError as e:
+        raise NonFiniteLossError(f"{e} {_stopped(ckpt_path, saved_step)}") from None
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
@@ -512,6 +559,60 @@ def train(model_config, objective_config, dataset, train_config: TrainConfig,
     return TrainResult(model=model, history=history, step=config.steps, checkpoint=saved,
                        seconds=seconds, steps_run=config.steps - start,
                        batch_size=config.batch_size, device=device)
+
+
+def _diverged_at(step: int, losses, model, optimizer, generator: torch.Generator,
+                 device: torch.device, check_grads: bool) -> str | None:
+    """Why the state after ``step`` steps must not be checkpointed, or None if it may be.
+
+    The flush before a checkpoint checks the losses of the steps *before* it, computed from
+    earlier weights; the weights about to be saved come from the last update and have not been
+    run yet. If that update diverged, they hold NaN or give a non-finite loss, the checkpoint
+    would be the "last good" one a user resumes from, and the resume would fail at once. So we
+    compute the step the checkpoint would resume with -- its batch, its noise, its loss and
+    gradients -- and save only if all of it is finite. Checking is cheaper than keeping a copy
+    of the last verified state: one more forward/backward per checkpoint (every 5,000 steps by
+    default), and no host synchronisation on the other steps. The probe runs on forked RNGs and
+    a restored batch generator and its gradients are discarded, so training continues bitwise
+    as without it. With fp16 loss scaling an overflowing gradient is routine (the scaler skips
+    that step), so only the loss and the weights are checked then.
+    """
+    params = list(model.parameters())
+    data_state = generator.get_state()
+    forked = [device] if device.type in ("cuda", "mps") else []
+    with torch.random.fork_rng(devices=forked, device_type=device.type if forked else None):
+        terms = losses(step)
+        if check_grads:
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+    generator.set_state(data_state)
+    with torch.no_grad():
+        names = sorted((k for k, v in terms.items() if isinstance(v, torch.Tensor)),
+                       key=lambda k: k != "loss")        # "loss" first, as _Recorder names it
+        checks = {k: torch.isfinite(terms[k]).all() for k in names}
+        checks["weights"] = torch.stack([torch.isfinite(p).all() for p in params]).all()
+        grads = [torch.isfinite(p.grad).all() for p in params if p.grad is not None]
+        if check_grads and grads:
+            checks["gradients"] = torch.stack(grads).all()
+        flags = torch.stack(list(checks.values())).cpu().tolist()   # one device -> host copy
+    optimizer.zero_grad(set_to_none=True)
+    bad = [k for k, ok in zip(checks, flags) if not ok]
+    if not bad:
+        return None
+    return (f"the weights after step {step} give non-finite {', '.join(bad)} at step {step} "
+            f"(the update of step {step - 1} diverged); no checkpoint was written from them.")
+
+
+def _stopped(ckpt_path: Path | None, saved_step: int | None) -> str:
+    """The end of a NonFiniteLossError: what was kept, and what to do."""
+    advice = ("Lower the learning rate, check the data range, or change the objective's "
+              "hyperparameters, and start a new run")
+    if ckpt_path is None:
+        return f"Training stopped. {advice}."
+    if saved_step is None:
+        return f"Training stopped before its first checkpoint. {advice}."
+    return (f"Training stopped; the last checkpoint, {ckpt_path} at step {saved_step}, is "
+            f"intact. {advice} (resuming with the same settings repeats the same steps).")
 
 
 def load_history(path: str | os.PathLike) -> dict:

@@ -161,21 +161,34 @@ def traversal_images(model, x, *, values: Sequence[float] | None = None, n_steps
     by decreasing KL, measured on the whole batch ``x`` (pass a few hundred images for a stable
     order). A JointVAE keeps its categorical codes at the argmax for ``x[0]``.
     """
+    if values is None:
+        if n_steps < 2:
+            raise ValueError(f"n_steps must be >= 2, got {n_steps}")
+        values = np.linspace(-_check_limit(limit), limit, n_steps)
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 1 or values.size == 0 or not np.isfinite(values).all():
+        raise ValueError(f"values must be a non-empty list of finite latent values, got "
+                         f"{values!r:.80}")
     x = _as_batch(x, model)
     mu, logvar, onehots = _encode(model, x)
     kl = gaussian_kl(mu, logvar).mean(0).cpu().double().numpy()
     order = _latent_order(kl, latents, n_latents)
-    if values is None:
-        if n_steps < 2:
-            raise ValueError(f"n_steps must be >= 2, got {n_steps}")
-        values = np.linspace(-limit, limit, n_steps)
-    values = torch.as_tensor(np.asarray(values, dtype=np.float32))
+    values = torch.as_tensor(values)
     base = torch.cat([mu[:1], *[c[:1] for c in onehots]], dim=1)          # (1, code_dim)
     codes = base.repeat(len(order) * len(values), 1)
     for r, j in enumerate(order):
         codes[r * len(values):(r + 1) * len(values), j] = values.to(codes.device)
     images = decode_images(model, codes)
     return images.view(len(order), len(values), *images.shape[1:]), order, kl, values.numpy()
+
+
+def _check_limit(limit) -> float:
+    # "limit <= 0" is false for NaN: ask for what is wanted instead
+    if not (isinstance(limit, (int, float, np.integer, np.floating)) and not isinstance(limit, bool)
+            and 0 < limit < np.inf):
+        raise ValueError(f"limit must be a finite number > 0 (the traversal runs over "
+                         f"[-limit, limit]; default {TRAVERSAL_LIMIT}), got {limit!r}")
+    return limit
 
 
 def _montage(images: torch.Tensor, pad: int = 2, pad_value: float = 1.0) -> np.ndarray:
@@ -478,7 +491,7 @@ def plot_metric_vs_beta(betas, scores, *, metric: str = "score", ax=None, log_x:
 def _traversal_frames(model, x, n_frames, limit, latents, n_latents):
     """(frames, order, kl): frame t shows, side by side, x[0] decoded with each chosen latent set
     to the t-th value of a sweep -limit .. limit."""
-    values = np.linspace(-limit, limit, n_frames)
+    values = np.linspace(-_check_limit(limit), limit, n_frames)
     images, order, kl, _ = traversal_images(model, x, values=values, latents=latents,
                                             n_latents=n_latents)
     frames = [_montage(images[:, t][None]) for t in range(n_frames)]   # (H, L*(W+2)-2)

@@ -71,7 +71,16 @@ def available(root: str | Path | None = None) -> list[str]:
 
 def manifest(name: str, root: str | Path | None = None) -> dict:
     """The manifest of a shipped model (see the module docstring)."""
-    return json.loads((_folder(name, root) / MANIFEST_NAME).read_text())
+    path = _folder(name, root) / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:   # JSONDecodeError is a ValueError
+        raise ValueError(f"{path} is not valid JSON ({e}); the shipped file is damaged: "
+                         f"restore it from the repository") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object (the manifest of {name!r}), got "
+                         f"{type(data).__name__}; restore it from the repository")
+    return data
 
 
 def load(name: str, device: str | torch.device | None = None, root: str | Path | None = None):
@@ -87,6 +96,11 @@ def load(name: str, device: str | torch.device | None = None, root: str | Path |
                          f"shipped file is damaged: restore it from the repository") from e
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path} is not a bvae_lib pretrained weights file")
+    state = blob.get("state_dict")
+    if not (isinstance(blob.get("model_config"), dict) and isinstance(state, dict)
+            and state and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise ValueError(f"{path} is damaged: expected 'model_config' (a dict) and 'state_dict' "
+                         f"(names -> tensors); restore it from the repository")
     model = build_model(ModelConfig(**stored_model_config(blob["model_config"])))
     state = {k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
     _check_state_dict(model, state, str(path))

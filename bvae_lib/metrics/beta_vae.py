@@ -47,7 +47,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from .utils import (RENDER_CHUNK, Representation, check_int, encode, make_generator,
-                    resolve_factors, sklearn_seed)
+                    resolve_fixed_factors, sklearn_seed)
 
 #: Higgins et al. (2017) score the dSprites factors other than shape.
 HIGGINS_FACTORS = ("scale", "orientation", "position_x", "position_y")
@@ -75,7 +75,7 @@ def beta_vae_score(representation: Representation, dataset,
     left out still vary freely in every pair. ``batch_size`` is L, the number of pairs averaged
     per point. Defaults encode 1,920,000 images; cost is ``2 * L * (num_train + num_eval)``.
     """
-    factor_idx = _check_factor_set(dataset, factors)
+    factor_idx = resolve_fixed_factors(dataset, factors, "beta-VAE metric")
     L = check_int(batch_size, "batch_size")
     num_train = check_int(num_train, "num_train")
     num_eval = check_int(num_eval, "num_eval")
@@ -102,14 +102,6 @@ def beta_vae_score(representation: Representation, dataset,
     return BetaVAEScore(score=eval_acc, train_accuracy=train_acc, eval_accuracy=eval_acc,
                         factors=names, confusion=confusion,
                         num_images=2 * L * (num_train + num_eval))
-
-
-def _check_factor_set(dataset, factors) -> list[int]:
-    idx = resolve_factors(dataset, factors)
-    if len(idx) < 2:
-        raise ValueError(f"the beta-VAE metric classifies which factor was fixed, so it needs at "
-                         f"least 2 factors; got {[dataset.factor_names[k] for k in idx]}")
-    return idx
 
 
 def _points(representation, dataset, factor_idx, L, num_points, generator, encode_batch_size):

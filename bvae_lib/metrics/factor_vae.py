@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .utils import (RENDER_CHUNK, Representation, check_int, encode, encode_factors,
-                    make_generator, resolve_factors)
+                    make_generator, resolve_fixed_factors)
 
 
 @dataclass(frozen=True)
@@ -61,14 +61,16 @@ def factor_vae_score(representation: Representation, dataset,
     disentanglement_lib). Defaults encode 970,000 images:
     ``batch_size * (num_train + num_eval) + num_variance_estimate``.
     """
-    factor_idx = resolve_factors(dataset, factors)
+    factor_idx = resolve_fixed_factors(dataset, factors, "FactorVAE score")
     L = check_int(batch_size, "batch_size", minimum=2)
     num_train = check_int(num_train, "num_train")
     num_eval = check_int(num_eval, "num_eval")
     num_var = check_int(num_variance_estimate, "num_variance_estimate", minimum=2)
     encode_batch_size = check_int(encode_batch_size, "encode_batch_size")
-    if not prune_threshold >= 0:
-        raise ValueError(f"prune_threshold must be >= 0, got {prune_threshold!r}")
+    if not (isinstance(prune_threshold, (int, float, np.integer, np.floating))
+            and 0 <= prune_threshold < np.inf):       # "not >=" would let NaN through
+        raise ValueError(f"prune_threshold must be a finite number >= 0, got "
+                         f"{prune_threshold!r}")
     generator = make_generator(seed)
     names = tuple(dataset.factor_names[k] for k in factor_idx)
     num_images = L * (num_train + num_eval) + num_var

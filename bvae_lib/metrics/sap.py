@@ -92,6 +92,12 @@ def sap_from_codes(codes_train, factors_train, codes_test=None, factors_test=Non
     z = check_codes(codes_train, "codes_train")
     v = check_factor_classes(factors_train, z.shape[0], "factors_train")
     d, K = z.shape[1], v.shape[1]
+    if z.shape[0] < 2:
+        raise ValueError(f"SAP needs at least 2 training points (a variance or a classifier "
+                         f"of one point is undefined), got {z.shape[0]}")
+    # A constant factor has no R^2 and no classifier: refuse it in both modes (it used to score
+    # 0 silently with continuous_factors=True).
+    check_varying_factors(v)
     S = np.zeros((d, K))
     if continuous_factors:
         var_z = z.var(axis=0, ddof=1)
@@ -108,7 +114,6 @@ def sap_from_codes(codes_train, factors_train, codes_test=None, factors_test=Non
         if z_test.shape[1] != d or v_test.shape[1] != K:
             raise ValueError(f"test arrays must have {d} code and {K} factor columns, got "
                              f"{z_test.shape[1]} and {v_test.shape[1]}")
-        check_varying_factors(v)
         # A constant dimension predicts nothing and keeps S_jk = 0.
         live = [j for j in range(d) if z[:, j].var() > 1e-12]
         if solver == "exact":

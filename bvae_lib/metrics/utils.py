@@ -46,8 +46,20 @@ def sklearn_seed(generator: torch.Generator) -> int:
     return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
 
 
+def check_ground_truth(dataset) -> None:
+    """The metrics score codes against known factors: refuse a dataset that has none (e.g.
+    ``TensorImages`` of MNIST) before anything is encoded."""
+    needed = ("factor_names", "factor_sizes", "sample_factors", "images_from_factors")
+    missing = [a for a in needed if not hasattr(dataset, a)]
+    if missing:
+        raise TypeError(f"the metrics need a ground-truth dataset, whose factors are known "
+                        f"({', '.join(needed)}: bvae_lib.data.DSprites, DSpritesFile, ...); "
+                        f"got {type(dataset).__name__}, which lacks {', '.join(missing)}")
+
+
 def resolve_factors(dataset, factors: "Sequence[str | int] | None") -> list[int]:
     """Factor names or indices -> sorted list of factor indices; ``None`` means all factors."""
+    check_ground_truth(dataset)
     names = tuple(dataset.factor_names)
     if factors is None:
         return list(range(len(names)))
@@ -74,13 +86,36 @@ def resolve_factors(dataset, factors: "Sequence[str | int] | None") -> list[int]
     return sorted(out)
 
 
+def resolve_fixed_factors(dataset, factors, metric: str) -> list[int]:
+    """The factor set of a metric that classifies *which* factor was held fixed (the beta-VAE
+    metric, the FactorVAE score): at least two factors, each with at least two values. With
+    one factor every guess is right, so pure noise scores 1; a factor with a single value is
+    "fixed" in every sample, so nothing can recognise it."""
+    idx = resolve_factors(dataset, factors)
+    names = [dataset.factor_names[k] for k in idx]
+    if len(idx) < 2:
+        raise ValueError(f"the {metric} classifies which factor was fixed, so it needs at least "
+                         f"2 factors; got {names} (with one, every guess is right and any "
+                         f"representation scores 1)")
+    constant = [dataset.factor_names[k] for k in idx if dataset.factor_sizes[k] < 2]
+    if constant:
+        keep = [n for n in names if n not in constant]
+        raise ValueError(f"factor {', '.join(map(repr, constant))} has a single value in this "
+                         f"dataset, so fixing it fixes nothing and no code can reveal it; leave "
+                         f"it out, e.g. factors={tuple(keep)}")
+    return idx
+
+
 def check_codes(codes, name: str = "codes") -> np.ndarray:
-    """Codes as a finite float64 array (n, d)."""
+    """Codes as a finite float64 array (n, d), d >= 1."""
     if isinstance(codes, torch.Tensor):
         codes = codes.detach().cpu().numpy()
     arr = np.asarray(codes, dtype=np.float64)
     if arr.ndim != 2:
         raise ValueError(f"{name} must have shape (n, d), got shape {arr.shape}")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} have no dimensions (shape {arr.shape}); the representation "
+                         f"must return at least one code dimension per image")
     if not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise ValueError(f"{name} contain NaN or infinite values (first at row {bad[0]}, "
@@ -107,7 +142,8 @@ def check_factor_classes(classes, n: int, name: str = "factor_classes") -> np.nd
 
 
 def check_varying_factors(classes: np.ndarray) -> None:
-    """A classifier per factor column needs at least two classes in its training points."""
+    """A classifier (or a regression) per factor column needs at least two classes in its
+    training points."""
     for k in range(classes.shape[1]):
         if len(np.unique(classes[:, k])) < 2:
             raise ValueError(f"factor column {k} is constant in the training points; drop it")
