@@ -48,6 +48,11 @@ __all__ = [
     "execute_notebook",
     "check_notebook",
     "CheckReport",
+    "environment_record",
+    "record_differences",
+    "book_threads",
+    "kernel_env",
+    "idle_cores",
     "main",
 ]
 
@@ -57,7 +62,69 @@ __all__ = [
 BOOK_THREADS = 2
 
 #: The fraction of code cells nbval must compare (the rest carry ``nbval-ignore-output``).
-MIN_COMPARED_FRACTION = 0.70
+MIN_COMPARED_FRACTION = 0.80
+
+#: The packages whose versions decide the chapters' numbers: every executed notebook records them
+#: (with torch's CPU kernels and the BLAS core type) under ``metadata[RECORD_KEY]``.
+RECORDED_PACKAGES = ("torch", "numpy", "scipy", "scikit-learn", "matplotlib")
+RECORD_KEY = "bvae_book"
+
+#: Set for every kernel that runs a chapter (``execute`` here, ``pytest --nbval`` through
+#: book/conftest.py) before the kernel starts: ``MALLOC_MMAP_THRESHOLD_`` (32 MB, glibc's
+#: largest) and ``MALLOC_TRIM_THRESHOLD_`` (1 GB). By default glibc returns a large freed block
+#: to the kernel at once, and the next training step faults the same pages back in, zeroed --
+#: seconds of system time per hundred steps. Kept in the heap, a 150-step run of chapter 4's
+#: network takes about 25% less wall time, and the whole of ``pytest --nbval book/`` about 20%.
+#: No result changes.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024),
+              "MALLOC_TRIM_THRESHOLD_": str(1024 * 1024 * 1024)}
+
+
+def idle_cores(interval: float = 0.25) -> float | None:
+    """How many of this process's cores were idle over the next ``interval`` seconds, from
+    Linux's ``/proc/stat``; None where that cannot be read (another OS)."""
+    cpus = {f"cpu{i}" for i in os.sched_getaffinity(0)} if hasattr(os, "sched_getaffinity") \
+        else None
+
+    def sample():
+        idle = total = 0.0
+        with open("/proc/stat", encoding="ascii") as f:
+            for line in f:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name != "cpu" and (cpus is None or name in cpus):
+                    values = [float(v) for v in fields[:8]]
+                    idle += values[3] + values[4]              # idle + iowait
+                    total += sum(values)
+        return idle, total
+
+    try:
+        idle0, total0 = sample()
+        time.sleep(interval)
+        idle1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    n = len(cpus) if cpus else (os.cpu_count() or 1)
+    return n * (idle1 - idle0) / (total1 - total0) if total1 > total0 else None
+
+
+def kernel_env() -> dict[str, str]:
+    """The environment of a chapter's kernel: :data:`MALLOC_ENV`, and OpenMP's wait policy.
+
+    A chapter computes with :func:`book_threads` threads, and by default OpenMP's idle threads
+    spin between parallel regions. On a machine where another process holds one of the cores,
+    the spinning thread steals time from the one doing the work and every parallel region waits
+    for a preempted partner (the book once took 40 minutes instead of 4 that way); passive
+    threads sleep instead. But waking a sleeping thread costs time at every parallel region:
+    on an idle machine passive waits make the chapters' convolutional training nearly twice as
+    slow. So: passive waits when fewer cores are idle than the chapters use (or when that cannot
+    be measured), OpenMP's default otherwise (benchmarks/bench_busy_core.py measures the four
+    combinations). Neither changes a result. A value the user set already is kept by the callers.
+    """
+    env = dict(MALLOC_ENV)
+    free = idle_cores()
+    if free is None or free < book_threads() - 0.5:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return env
 
 #: Cell tags that stop nbval from comparing a cell's outputs.
 IGNORE_TAGS = ("nbval-ignore-output", "nbval-skip")
@@ -127,7 +194,7 @@ def setup_notebook(seed: int = 0) -> torch.device:
     import logging
     logging.getLogger("matplotlib").setLevel(logging.ERROR)
 
-    _set_threads(int(os.environ.get("BVAE_BOOK_THREADS", BOOK_THREADS)))
+    _set_threads(book_threads())
     _setup_matplotlib()
     np.set_printoptions(precision=4, suppress=True)
     torch.set_printoptions(precision=4, sci_mode=False)
@@ -135,9 +202,19 @@ def setup_notebook(seed: int = 0) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _set_threads(n: int) -> None:
+def book_threads() -> int:
+    """The chapters' thread count: :data:`BOOK_THREADS`, or the environment's ``BVAE_BOOK_THREADS``."""
+    raw = os.environ.get("BVAE_BOOK_THREADS", str(BOOK_THREADS))
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
     if n < 1:
-        raise ValueError(f"BVAE_BOOK_THREADS must be a positive integer, got {n}")
+        raise ValueError(f"BVAE_BOOK_THREADS must be a positive integer, got {raw!r}")
+    return n
+
+
+def _set_threads(n: int) -> None:
     torch.set_num_threads(n)
     try:                                 # numpy/scipy/scikit-learn's BLAS and OpenMP pools
         from threadpoolctl import threadpool_limits
@@ -154,8 +231,11 @@ def _setup_matplotlib() -> None:
     except ImportError:  # plain Python: no display hooks to configure
         ip = None
     if ip is not None and getattr(ip, "kernel", None) is not None:
-        # Importing pyplot activates the inline backend first, so our rcParams win afterwards.
-        import matplotlib.pyplot  # noqa: F401
+        # Activate the inline backend now (rcParams below win afterwards). Importing pyplot is
+        # not enough: matplotlib resolves its backend lazily, at the first pyplot figure, and
+        # until then IPython has no PNG printer for a Figure -- a chapter whose first figure is
+        # a bvae_lib.viz Figure (made without pyplot) would store "<Figure ...>" text only.
+        ip.run_line_magic("matplotlib", "inline")
         ip.run_line_magic("config", "InlineBackend.figure_formats = ['png']")
     matplotlib.rcParams.update(RC_PARAMS)
 
@@ -251,6 +331,51 @@ def setup_cell_source(root: str | os.PathLike | None = None) -> str:
         'from bvae_lib.book import setup_notebook\n'
         'device = setup_notebook(seed=0)'
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Where outputs come from: the environment record every executed notebook carries
+# ---------------------------------------------------------------------------------------------
+
+def environment_record() -> dict:
+    """What decides a chapter's numbers in this environment: the versions of
+    :data:`RECORDED_PACKAGES`, torch's CPU kernels (``ATEN_CPU_CAPABILITY``), the BLAS libraries'
+    core types, the chapters' thread count, the Python version and the processor architecture."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+    from threadpoolctl import threadpool_info
+
+    packages = {}
+    for name in RECORDED_PACKAGES:
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    blas = sorted({f"{p['internal_api']} {p.get('architecture') or '?'}"
+                   for p in threadpool_info() if p.get("user_api") == "blas"})
+    return {"packages": packages,
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "blas": blas,
+            "threads": book_threads(),
+            "python": ".".join(platform.python_version_tuple()[:2]),
+            "machine": platform.machine()}
+
+
+def record_differences(recorded: dict | None, current: dict | None = None) -> list[str]:
+    """How the environment a notebook was executed in (``recorded``) differs from ``current``
+    (default: this one), one readable line per difference; [] when they agree."""
+    if not recorded:
+        return ["no environment record (execute it with python -m bvae_lib.book execute)"]
+    current = environment_record() if current is None else current
+    out = []
+    rec_pk, cur_pk = recorded.get("packages", {}), current.get("packages", {})
+    for name in sorted(set(rec_pk) | set(cur_pk)):
+        if rec_pk.get(name) != cur_pk.get(name):
+            out.append(f"{name} {rec_pk.get(name)} when executed, {cur_pk.get(name)} here")
+    for key in ("torch_cpu_capability", "blas", "threads", "python", "machine"):
+        if recorded.get(key) != current.get(key):
+            out.append(f"{key} {recorded.get(key)} when executed, {current.get(key)} here")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,10 +490,11 @@ def execute_notebook(path: str | os.PathLike, timeout: int = 300, write: bool = 
         raise FileNotFoundError(f"notebook not found: {path}")
     nb = nbformat.read(path, as_version=4)
     # The kernel inherits this environment: hide GPUs (outputs are the CPU's), no progress bars.
-    env_backup = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "BVAE_PROGRESS",
-                                                 "TQDM_DISABLE", "PYDEVD_DISABLE_FILE_VALIDATION")}
-    os.environ.update(CUDA_VISIBLE_DEVICES="", BVAE_PROGRESS="0", TQDM_DISABLE="1",
-                      PYDEVD_DISABLE_FILE_VALIDATION="1")
+    kernel_env_ = {k: os.environ.get(k, v) for k, v in kernel_env().items()}
+    kernel_env_.update(CUDA_VISIBLE_DEVICES="", BVAE_PROGRESS="0", TQDM_DISABLE="1",
+                       PYDEVD_DISABLE_FILE_VALIDATION="1")
+    env_backup = {k: os.environ.get(k) for k in kernel_env_}
+    os.environ.update(kernel_env_)
     client = NotebookClient(nb, kernel_manager_class=_kernel_manager_class(),
                             kernel_name=KERNEL_NAME, timeout=timeout, allow_errors=False,
                             record_timing=False,
@@ -394,6 +520,7 @@ def execute_notebook(path: str | os.PathLike, timeout: int = 300, write: bool = 
             f"{path.name}: {len(bad)} cell(s) wrote to stderr; stored outputs must be clean "
             f"(silence the warning or fix its cause). The file was not changed.\n{shown}")
     normalise_notebook(nb)
+    nb.metadata[RECORD_KEY] = environment_record()
     if write:
         nbformat.write(nb, path)
     return nb
@@ -410,6 +537,9 @@ class CheckReport:
     problems: list[str] = field(default_factory=list)
     code_cells: int = 0
     compared_cells: int = 0
+    #: How the environment the outputs were made in differs from this one (not a failure: the
+    #: compared outputs are meant to hold on any CPU; these say where to look if one does not).
+    environment_differences: list[str] = field(default_factory=list)
 
     @property
     def compared_fraction(self) -> float:
@@ -485,6 +615,12 @@ def check_notebook(path: str | os.PathLike, root: str | os.PathLike | None = Non
                 problems.append(f"cell {i}: HTML output with a random-looking id; nbval would "
                                 f"compare it (use bvae_lib.viz.animate_traversal, which is "
                                 f"deterministic)")
+    recorded = nb.metadata.get(RECORD_KEY)
+    if not recorded:
+        problems.append("no environment record in the notebook's metadata (store outputs only "
+                        "with python -m bvae_lib.book execute)")
+    else:
+        report.environment_differences = record_differences(recorded)
     if report.code_cells and report.compared_fraction < MIN_COMPARED_FRACTION:
         problems.append(f"only {report.compared_cells}/{report.code_cells} code cells "
                         f"({report.compared_fraction:.0%}) are compared by nbval; at least "
@@ -538,6 +674,8 @@ def main(argv: list[str] | None = None) -> int:
               f"({rep.compared_fraction:.0%})")
         for p in rep.problems:
             print(f"     - {p}")
+        for d in rep.environment_differences:
+            print(f"     note: executed in another environment: {d}")
         failed += not rep.ok
     return 1 if failed else 0
 
