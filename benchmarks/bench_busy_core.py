@@ -9,10 +9,8 @@ script times the same chapter-like workload -- a short training run of the Burge
 32, at the chapters' thread count, in the chapters' kernel environment otherwise -- in a fresh
 process for each of six cases, side by side in one run: spinning (OpenMP's default), a short
 spin then sleep, and passive waits, each on an idle machine and with one core held by a
-busy-looping process;
-
-and prints images per second, and each case's time relative to the idle default. Rounds alternate
-the cases so that a change of load during the run biases none of them.
+busy-looping process. It prints images per second, and each case's time relative to the idle
+default. Rounds alternate the cases so that a change of load during the run biases none of them.
 
     python benchmarks/bench_busy_core.py               # 2 rounds of 100 steps
     python benchmarks/bench_busy_core.py --rounds 3 --spin 5000

@@ -117,14 +117,15 @@ def kernel_env() -> dict[str, str]:
     threads sleep instead. But waking a sleeping thread costs time at every parallel region:
     on an idle machine passive waits make the chapters' convolutional training nearly twice as
     slow. So: passive waits when fewer cores are idle than the chapters use (or when that cannot
-    be measured), OpenMP's default otherwise (benchmarks/bench_busy_core.py measures the four
-    combinations). Neither changes a result. A value the user set already is kept by the callers.
+    be measured), OpenMP's default otherwise (benchmarks/bench_busy_core.py times each policy
+    on an idle and on a busy machine). Neither changes a result. A value the user set already is kept by the callers.
     """
     env = dict(MALLOC_ENV)
     free = idle_cores()
     if free is None or free < book_threads() - 0.5:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
     return env
+
 
 #: Cell tags that stop nbval from comparing a cell's outputs.
 IGNORE_TAGS = ("nbval-ignore-output", "nbval-skip")
