@@ -206,8 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, help="Adam learning rate (default: 5e-4)")
     g.add_argument("--seed", type=int, help="random seed (default: 0)")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    g.add_argument("--no-amp", action="store_true", help="fp32 on CUDA too")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
+    g.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
+                   help="mixed precision (bf16; fp16 on CUDA without bf16). auto (default): on "
+                        "CUDA and on CPUs with bf16 instructions, fp32 elsewhere")
+    g.add_argument("--no-amp", action="store_true", help="the same as --amp off")
+    g.add_argument("--no-channels-last", action="store_true",
+                   help="keep the NCHW memory layout (default: channels-last for conv models)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (CUDA; the CPU needs a C++ compiler). Compiling "
+                        "takes ~30-60 s, worth it for long runs")
     g.add_argument("--log-every", type=int, metavar="N", help="steps per history entry")
     g.add_argument("--checkpoint-every", type=int, metavar="N", help="steps between checkpoints")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -330,7 +337,8 @@ def _cmd_train(args) -> int:
         lr=pick(args.lr, "lr", 5e-4),
         seed=pick(args.seed, "seed", 0),
         device=args.device,
-        amp=not args.no_amp,
+        amp=False if args.no_amp else {"auto": None, "on": True, "off": False}[args.amp],
+        channels_last=False if args.no_channels_last else None,
         compile=args.compile,
         checkpoint_every=pick(args.checkpoint_every, "checkpoint_every", 5_000),
         log_every=pick(args.log_every, "log_every", 100),

@@ -12,6 +12,7 @@ Everything that scores or trains on dSprites talks to a dataset through one smal
 ``sample_factors(n, g)``    n factor combinations drawn uniformly (``g``: a torch.Generator)
 ``index(factors)``          the flat index of each factor combination
 ``images_from_factors(f)``  the images of the given factor combinations
+``sample_images(n, g)``     optional: ``sample(n, g)[0]`` without re-checking what was drawn
 ==========================  ==================================================================
 
 Indexing follows the official dSprites file exactly: factors in the order shape, scale,
@@ -172,6 +173,16 @@ class GroundTruthDataset:
         f = self.sample_factors(n, generator)
         return self.images_from_factors(f), f
 
+    def sample_images(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``sample(n, generator)[0]``: the same random numbers, the same images. The factors
+        were just drawn in range, so they are not checked again: no value is read back from the
+        device, and a GPU is never waited for (the training loop draws its batches here)."""
+        return self._render_drawn(self.sample_factors(n, generator))
+
+    def _render_drawn(self, factors: torch.Tensor) -> torch.Tensor:
+        """The images of factor rows known to be in range (subclasses may skip the checks)."""
+        return self.images_from_factors(factors)
+
     def __repr__(self) -> str:
         grid = ", ".join(f"{a}={b}" for a, b in zip(self.factor_names, self.factor_sizes))
         return f"{type(self).__name__}({grid}; {len(self)} images on {self.device})"
@@ -293,7 +304,9 @@ class DSprites(GroundTruthDataset):
     _CHUNK = 1024
 
     def images_from_factors(self, factors) -> torch.Tensor:
-        f = self._check_factors(factors)
+        return self._render_drawn(self._check_factors(factors))
+
+    def _render_drawn(self, f: torch.Tensor) -> torch.Tensor:
         n, size = f.shape[0], 64
         _check_fits(n, size * size * 4, "images", self.device)
         out = torch.zeros(n, size * size, device=self.device)
@@ -495,6 +508,13 @@ class TensorImages:
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= len(self)):
             raise IndexError(f"indices must be in [0, {len(self) - 1}]")
         return self._images[idx]
+
+    def sample_images(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` images drawn uniformly with replacement (indices from ``generator``, on its
+        device), without reading the indices back to check them: they are drawn in range."""
+        device = generator.device if generator is not None else self.device
+        idx = torch.randint(len(self), (int(n),), generator=generator, device=device)
+        return self._images[idx.to(self.device)]
 
     def __repr__(self) -> str:
         return f"TensorImages({self.name}: {tuple(self._images.shape)} on {self.device})"

@@ -189,12 +189,14 @@ def objective_config_from_dict(d: dict):
 # ---------------------------------------------------------------------------------------------
 
 def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor,
-                        decoder: str = "bernoulli") -> torch.Tensor:
+                        decoder: str = "bernoulli", check_range: bool = True) -> torch.Tensor:
     """-log p(x|z), summed over pixels, mean over the batch (a 0-dim tensor).
 
     ``recon`` is the decoder's output: Bernoulli logits, or the means of a Gaussian with unit
     variance. Bernoulli targets must lie in [0, 1] (binary images, or grey levels read as
-    probabilities); one min/max on the batch checks it.
+    probabilities); one min/max on the batch checks it. That check reads two numbers back from
+    the device; the training loop checks its dataset once instead and passes
+    ``check_range=False`` (through ``Objective.check_range``), so a GPU is not waited for.
     """
     if recon.shape != x.shape:
         raise ValueError(f"x must have the decoder output's shape {tuple(recon.shape)}, got "
@@ -205,12 +207,13 @@ def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor,
                          f"the batch and needs at least one image")
     recon = recon.float()
     x = x.float()
-    if decoder == "bernoulli":
+    if decoder == "bernoulli" and check_range:
         lo, hi = torch.aminmax(x.detach())
         if not (lo >= 0 and hi <= 1):       # written so that NaN (all comparisons false) fails
             raise ValueError(f"x must have values in [0, 1] for a Bernoulli decoder, got values "
                              f"in [{float(lo):.3g}, {float(hi):.3g}]; rescale the images to "
                              f"[0, 1] or use decoder='gaussian'")
+    if decoder == "bernoulli":
         return F.binary_cross_entropy_with_logits(recon, x, reduction="sum") / m
     if decoder == "gaussian":
         return 0.5 * ((x - recon) ** 2 + LOG_2PI).sum() / m
@@ -367,6 +370,8 @@ class Objective:
     dict, ``x`` the batch it was computed from, ``step`` the global training step."""
 
     config = None
+    #: check Bernoulli targets in [0, 1] at every call (the training loop checks its data once)
+    check_range = True
 
     def __init__(self, config, decoder: str = "bernoulli"):
         if decoder not in ("bernoulli", "gaussian"):
@@ -395,7 +400,7 @@ class Objective:
         if wants_logits and not has_logits:
             raise ValueError("JointVAEConfig needs a JointVAE model (ModelConfig with "
                              "categorical_dims), whose forward dict has 'logits'")
-        terms = dict(recon=reconstruction_loss(out["recon"], x, self.decoder))
+        terms = dict(recon=reconstruction_loss(out["recon"], x, self.decoder, self.check_range))
         kl_per_latent = gaussian_kl(out["mu"].float(), out["logvar"].float()).mean(0)
         terms.update(kl=kl_per_latent.sum(), kl_per_latent=kl_per_latent)
         terms.update(self.terms(out, terms, int(step)))

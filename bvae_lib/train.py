@@ -9,13 +9,19 @@ One function, :func:`train`, readable top to bottom. What makes it fast is what 
   waits for the GPU to finish; doing it every step serialises CPU and GPU. The loss terms of
   each step are copied into a small buffer *on the device* and brought to the host once per
   ``log_every`` steps, where they are averaged, checked for NaN/Inf and appended to the history.
-  (The datasets' own index checks still read a value or two per batch.)
-* **On a GPU:** mixed precision (bf16 where supported -- same exponent range as fp32, so no loss
-  scaling -- otherwise fp16 with a ``GradScaler``), channels-last memory for the convolutions,
-  optional ``torch.compile``. The model runs under autocast; the objective runs in fp32 on the
-  float32 copies of its outputs, because sums over 4096 pixels and KLs lose too much in 16 bits.
-* **On the CPU:** plain fp32; the loop around forward/backward/Adam costs a few percent at most
-  (``benchmarks/bench_train.py`` measures it).
+  The data are checked once, before the loop (Bernoulli targets in [0, 1]), and the library's
+  datasets draw their batches with ``sample_images``, which does not re-check the factors it
+  has just drawn in range.
+* **The same switches on every device** (:class:`TrainConfig`): mixed precision (``amp``: bf16
+  autocast where the device computes bf16 in hardware -- every CUDA GPU, a CPU with AVX512-BF16
+  or AMX -- fp16 with a ``GradScaler`` on a GPU without bf16, fp32 elsewhere; see
+  :func:`precision`), channels-last memory for the convolutions (on by default), and
+  ``torch.compile`` (off by default: it costs ~30-60 s of compiling, and on the CPU needs a C++
+  compiler; without one the loop warns and runs eagerly). The model runs under autocast; the
+  objective runs in fp32 on the float32 copies of its outputs, because sums over 4096 pixels
+  and KLs lose too much in 16 bits. On this project's 2-core CPU the defaults train 1.6-1.8x
+  faster than fp32 NCHW (``python benchmarks/bench_train.py --compare``), and the tests run
+  every switch on the CPU against fp32.
 
 Checkpoints (``bvae_lib.checkpoint``) carry every RNG state, including the generator that draws
 the batches, so a run that is interrupted and resumed gives bitwise the same weights on the CPU
@@ -81,8 +87,11 @@ class TrainConfig:
     lr: float = 5e-4                       # Adam learning rate (betas 0.9, 0.999)
     seed: int = 0                          # model init, reparameterisation noise, batches
     device: str = "auto"                   # "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", ...
-    amp: bool = True                       # mixed precision on CUDA; ignored elsewhere (fp32)
-    compile: bool = False                  # torch.compile the model on CUDA; ignored elsewhere
+    amp: bool | None = None                # mixed precision; None: where the device has it in
+                                           # hardware (CUDA; a CPU with bf16, see precision())
+    channels_last: bool | None = None      # NHWC memory for conv models; None: on (CPU and CUDA)
+    compile: bool = False                  # torch.compile the model (CUDA, or a CPU with a C++
+                                           # compiler; else a warning and eager mode)
     checkpoint_every: int = 5_000          # steps between checkpoints (when out_dir is given)
     log_every: int = 100                   # steps averaged into one history entry
     progress: bool | None = None           # None: on unless BVAE_PROGRESS=0
@@ -100,6 +109,15 @@ class TrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "seed"):
             setattr(self, name, int(getattr(self, name)))
         self.lr = float(self.lr)
+        for name in ("amp", "channels_last"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"TrainConfig.{name} must be True, False or None (automatic), "
+                                 f"got {value!r}")
+            setattr(self, name, None if value is None else bool(value))
+        if not isinstance(self.compile, (bool, np.bool_)):
+            raise ValueError(f"TrainConfig.compile must be True or False, got {self.compile!r}")
+        self.compile = bool(self.compile)
 
 
 @dataclass
@@ -114,6 +132,7 @@ class TrainResult:
     steps_run: int = 0            # steps run by this call (fewer than ``step`` after a resume)
     batch_size: int = PAPER_BATCH_SIZE
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: str = "fp32"       # the forward pass's arithmetic: "bf16", "fp16" or "fp32"
 
     @property
     def images_per_second(self) -> float:
@@ -153,6 +172,43 @@ def pick_device(preference: str | torch.device | None = "auto") -> torch.device:
         raise ValueError(f"device={str(preference)!r} was requested but Apple MPS is not "
                          f"available here; use device='auto' or 'cpu'")
     return device
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16 on Linux), as
+    torch's kernels are allowed to use it: ``ATEN_CPU_CAPABILITY=default`` (torch's portable
+    kernels only) answers False. Elsewhere bf16 is emulated and slower than fp32."""
+    if torch.backends.cpu.get_cpu_capability().upper() == "DEFAULT":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def precision(config: "TrainConfig", device: torch.device) -> str:
+    """The arithmetic of the model's forward pass under ``config`` on ``device``: ``"bf16"``,
+    ``"fp16"`` (CUDA without bf16; gradients are scaled) or ``"fp32"``.
+
+    ``config.amp=None`` (the default) turns mixed precision on where the device computes it in
+    hardware: every CUDA GPU, and a CPU with bf16 instructions (:func:`cpu_has_native_bf16`),
+    where it trains about twice as fast as fp32 (``benchmarks/bench_train.py``). ``True`` forces
+    it (bf16 on a CPU without them is emulated: slower), ``False`` keeps fp32. MPS runs fp32.
+    The objective is always computed in fp32.
+    """
+    device = torch.device(device)
+    if config.amp is False or device.type == "mps":
+        return "fp32"
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and (config.amp or cpu_has_native_bf16()):
+        return "bf16"
+    return "fp32"
 
 
 def budget(cpu: int, gpu: int = PAPER_STEPS, *, mps: int | None = None,
@@ -219,7 +275,10 @@ def _batch_sampler(dataset, batch_size: int, generator: torch.Generator):
     image datasets draw indices. Either way every random number comes from ``generator``,
     whose state the checkpoint saves.
     """
-    if _is_ground_truth(dataset):
+    if hasattr(dataset, "sample_images"):      # the library's datasets: no per-batch checks
+        def next_batch():
+            return dataset.sample_images(batch_size, generator)
+    elif _is_ground_truth(dataset):
         def next_batch():
             return dataset.images_from_factors(dataset.sample_factors(batch_size, generator))
     else:
@@ -320,6 +379,70 @@ def _to_float32(out: dict) -> dict:
 
 def _has_conv(model: torch.nn.Module) -> bool:
     return any(isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for m in model.modules())
+
+
+def _check_bernoulli_targets(dataset) -> None:
+    """A Bernoulli decoder needs targets in [0, 1]. The library's datasets guarantee it (binary
+    renderings, checked files, TensorImages checks its tensor); any other dataset has its first
+    batch checked here, once, instead of every batch on the device."""
+    from bvae_lib.data import DSprites, DSpritesFile, TensorImages
+
+    if isinstance(dataset, (DSprites, DSpritesFile, TensorImages)):
+        return
+    x = dataset.images(torch.arange(min(len(dataset), 64),
+                                    device=getattr(dataset, "device", "cpu")))
+    lo, hi = torch.aminmax(x.detach().float())
+    if not (lo >= 0 and hi <= 1):
+        raise ValueError(f"the dataset's images must have values in [0, 1] for a Bernoulli "
+                         f"decoder, got values in [{float(lo):.3g}, {float(hi):.3g}] in its first "
+                         f"images; rescale them to [0, 1] or use ModelConfig(decoder='gaussian')")
+
+
+def _cxx_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend would call, if there is one."""
+    import shutil
+
+    return shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++") or shutil.which(
+        "clang++")
+
+
+class _Compiled:
+    """``torch.compile(model)``, falling back to the eager model -- with a warning, once -- if
+    compiling fails (no C++ compiler for the CPU backend, an unsupported platform). Compiling
+    happens at the first call, so that is where a failure shows; a failure after a successful
+    first call is a real error and is raised."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model, self.fn, self.ok = model, torch.compile(model), False
+
+    def __call__(self, x):
+        if self.ok:
+            return self.fn(x)
+        try:
+            # fallback_random: the compiled graph draws its reparameterisation noise from
+            # torch's generator, as eager mode does, not from inductor's own: compiling
+            # changes the rounding, not the random numbers (and resume stays bitwise)
+            import torch._inductor.config as inductor_config
+
+            with inductor_config.patch(fallback_random=True):
+                out = self.fn(x)
+        except Exception as e:  # noqa: BLE001 -- inductor raises many kinds of error
+            warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); training "
+                          f"continues without it", UserWarning, stacklevel=3)
+            self.fn, self.ok = self.model, True
+            return self.model(x)
+        self.ok = True
+        return out
+
+
+def _compiled(model: torch.nn.Module, device: torch.device):
+    """The model's forward for ``TrainConfig(compile=True)``: compiled where it can be."""
+    if device.type == "cpu" and _cxx_compiler() is None:
+        warnings.warn("TrainConfig.compile=True, but torch.compile's CPU backend needs a C++ "
+                      "compiler (g++ or clang++) and none was found; training without it",
+                      UserWarning, stacklevel=3)
+        return model
+    return _Compiled(model)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,24 +554,21 @@ def train(model_config, objective_config, dataset, train_config: TrainConfig,
     if ckpt is not None:
         ckpt_lib.load_weights(model, ckpt)
     model.to(device)
-    channels_last = device.type == "cuda" and _has_conv(model)
-    if channels_last:                            # NHWC is what cuDNN's fast kernels want
+    # NHWC is what cuDNN's and oneDNN's fast convolution kernels want (1.1x on the CPU here)
+    channels_last = config.channels_last is not False and _has_conv(model)
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
 
-    amp_dtype, scaler = None, None
-    if device.type == "cuda" and config.amp:
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if amp_dtype is torch.float16:           # fp16 underflows small gradients: scale them
-            scaler = torch.amp.GradScaler("cuda")
-    forward = model
-    if config.compile:
-        if device.type == "cuda":
-            forward = torch.compile(model)
-        else:
-            warnings.warn(f"TrainConfig.compile=True is only used on CUDA; training on "
-                          f"{device.type} without torch.compile", UserWarning, stacklevel=2)
-    amp_context = (torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None
+    arithmetic = precision(config, device)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(arithmetic)
+    scaler = torch.amp.GradScaler(device.type) if arithmetic == "fp16" else None  # fp16
+    if amp_dtype is torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn("TrainConfig.amp=True on a CPU without bf16 instructions: bf16 is "
+                      "emulated there and slower than fp32; leave amp=None (automatic)",
+                      UserWarning, stacklevel=2)
+    forward = _compiled(model, device) if config.compile else model
+    amp_context = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
                    else contextlib.nullcontext())
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True    # fixed shapes: pick the fastest conv once
@@ -457,6 +577,10 @@ def train(model_config, objective_config, dataset, train_config: TrainConfig,
     if hasattr(dataset, "to") and not _same_device(getattr(dataset, "device", device), device):
         dataset = dataset.to(device)             # moved (or re-made) once, not per batch
     _check_dataset(dataset, model_config)
+    if model_config.decoder == "bernoulli":       # Bernoulli targets in [0, 1]: checked once
+        _check_bernoulli_targets(dataset)
+        if hasattr(objective, "check_range"):     # here, not on the device at every step
+            objective.check_range = False
     if ckpt is not None:
         _check_same_dataset(ckpt, dataset)
     if ckpt_path is not None:
@@ -491,9 +615,22 @@ def train(model_config, objective_config, dataset, train_config: TrainConfig,
     prior_cpu = float(prior.get("cpu_seconds", 0.0))
     device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
                    else f"{device.type} ({torch.get_num_threads()} threads)")
+    how = {"precision": arithmetic, "channels_last": channels_last,
+           "compiled": isinstance(forward, _Compiled)}
+    if ckpt is not None:
+        before = {k: prior[k] for k in how if k in prior}
+        changed = {k: (before[k], how[k]) for k in before if before[k] != how[k]}
+        if changed:
+            warnings.warn(f"{ckpt_path} was trained with "
+                          + ", ".join(f"{k}={a!r}" for k, (a, b) in changed.items())
+                          + "; this session uses "
+                          + ", ".join(f"{k}={b!r}" for k, (a, b) in changed.items())
+                          + ", so the continuation rounds differently from an uninterrupted run",
+                          UserWarning, stacklevel=2)
 
     def save(step: int) -> Path:
-        extra = {"dataset": repr(dataset), "device": device_name,
+        how["compiled"] = isinstance(forward, _Compiled) and forward.fn is not model
+        extra = {"dataset": repr(dataset), "device": device_name, **how,
                  "wall_seconds": prior_seconds + time.perf_counter() - t0,
                  "cpu_seconds": prior_cpu + time.process_time() - c0}   # all threads
         return ckpt_lib.save_checkpoint(
@@ -555,10 +692,12 @@ def train(model_config, objective_config, dataset, train_config: TrainConfig,
     seconds = time.perf_counter() - t0
     if ckpt_path is not None and saved is None and ckpt is not None:
         saved = ckpt_path                        # resumed at steps == checkpoint step: no-op
+    if channels_last:                            # hand back the usual layout: user code may
+        model.to(memory_format=torch.contiguous_format)   # .view() what the model returns
     model.eval()
     return TrainResult(model=model, history=history, step=config.steps, checkpoint=saved,
                        seconds=seconds, steps_run=config.steps - start,
-                       batch_size=config.batch_size, device=device)
+                       batch_size=config.batch_size, device=device, precision=arithmetic)
 
 
 def _diverged_at(step: int, losses, model, optimizer, generator: torch.Generator,

@@ -251,3 +251,14 @@ def test_tensor_images_validate_their_input():
         TensorImages(torch.full((2, 1, 64, 64), 2.0))
     with pytest.raises(IndexError):
         ds.images([5])
+
+
+def test_sample_images_are_the_sampled_images_without_the_checks():
+    ds = DSprites()
+    a = ds.sample(32, torch.Generator().manual_seed(5))[0]
+    b = ds.sample_images(32, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    t = TensorImages(torch.rand(10, 1, 64, 64))
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    idx = torch.randint(10, (7,), generator=g1)
+    assert torch.equal(t.sample_images(7, g2), t.images(idx))

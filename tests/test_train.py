@@ -77,13 +77,23 @@ def test_history_entry_is_the_average_of_its_window_and_logging_does_not_change_
         [sum(v[j] for v in every.history["kl_per_latent"][2:]) / 2 for j in range(4)], rel=1e-6)
 
 
-def test_resume_is_bitwise_identical_to_an_uninterrupted_run(dsprites, tmp_path):
+# fp32 in NCHW (the loop before it had switches), and bf16 autocast in channels-last (the
+# default on a CPU with bf16 instructions and on a GPU). On a CPU without bf16 instructions
+# amp=True is emulated: slower, with a warning, but the same code path.
+SWITCHES = [dict(amp=False, channels_last=False), dict(amp=True, channels_last=True)]
+
+
+@pytest.mark.filterwarnings("ignore:TrainConfig.amp=True on a CPU without bf16")
+@pytest.mark.parametrize("switches", SWITCHES, ids=["fp32-nchw", "bf16-channels-last"])
+def test_resume_is_bitwise_identical_to_an_uninterrupted_run(dsprites, tmp_path, switches):
     n = 3
-    straight = train(MODEL, OBJECTIVE, dsprites, tiny(2 * n, log_every=n), out_dir=tmp_path / "a")
-    first = train(MODEL, OBJECTIVE, dsprites, tiny(n, log_every=n), out_dir=tmp_path / "b")
+    straight = train(MODEL, OBJECTIVE, dsprites, tiny(2 * n, log_every=n, **switches),
+                     out_dir=tmp_path / "a")
+    first = train(MODEL, OBJECTIVE, dsprites, tiny(n, log_every=n, **switches),
+                  out_dir=tmp_path / "b")
     assert checkpoint.load_checkpoint(tmp_path / "b")["step"] == n
-    resumed = train(MODEL, OBJECTIVE, dsprites, tiny(2 * n, log_every=n), out_dir=tmp_path / "b",
-                    resume=True)
+    resumed = train(MODEL, OBJECTIVE, dsprites, tiny(2 * n, log_every=n, **switches),
+                    out_dir=tmp_path / "b", resume=True)
     assert resumed.steps_run == n
     assert_bitwise_equal(weights(straight.model), weights(resumed.model))
     assert straight.history == resumed.history
@@ -235,6 +245,94 @@ def test_pick_device_prefers_accelerators_and_checks_requests():
     assert pick_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="device"):
         pick_device("tpu9")
+
+
+# The switches a GPU run uses, run on the CPU: each must train the same model as fp32 eager.
+# Tolerances, relative to the fp32 loss. Step 0 (same weights, same batch, same noise):
+# channels-last and compile only reorder fp32 sums (1e-5); bf16 rounds every activation to
+# 8 significant bits (2^-9 relative), which the 4096-pixel sums average down (1e-3). Later
+# steps follow diverging trajectories (chaotic in the last bits), so after 12 steps only the
+# course is compared: within 5% (the loss itself falls by ~40% over these steps).
+@pytest.mark.filterwarnings("ignore:TrainConfig.amp=True on a CPU without bf16")
+@pytest.mark.parametrize("switches, step0_tol", [
+    (dict(channels_last=True), 1e-5),
+    (dict(amp=True), 1e-3),
+    (dict(compile=True), 1e-5),
+    (dict(amp=True, channels_last=True, compile=True), 1e-3),
+], ids=["channels-last", "bf16", "compile", "all"])
+def test_each_speed_switch_trains_like_fp32_on_the_cpu(dsprites, switches, step0_tol):
+    fp32 = dict(amp=False, channels_last=False, compile=False)
+    config = dict(steps=12, batch_size=16, log_every=1, lr=2e-3)
+    ref = train(MODEL, OBJECTIVE, dsprites, tiny(**config, **fp32))
+    run = train(MODEL, OBJECTIVE, dsprites, tiny(**config, **{**fp32, **switches}))
+    assert ref.precision == "fp32"
+    assert run.precision == ("bf16" if switches.get("amp") else "fp32")
+    a, b = ref.history["loss"], run.history["loss"]
+    assert abs(b[0] - a[0]) <= step0_tol * a[0], (a[0], b[0])
+    assert abs(b[-1] - a[-1]) <= 0.05 * a[-1], (a[-1], b[-1])
+    assert b[-1] < 0.8 * b[0]
+    # the model comes back in the usual memory layout, whatever the loop used
+    assert all(p.is_contiguous() for p in run.model.parameters())
+
+
+def test_precision_follows_the_switch_and_the_hardware(monkeypatch):
+    from bvae_lib import train as train_lib
+
+    cpu = torch.device("cpu")
+    assert train_lib.precision(TrainConfig(steps=1, amp=False), cpu) == "fp32"
+    assert train_lib.precision(TrainConfig(steps=1, amp=True), cpu) == "bf16"
+    monkeypatch.setattr(train_lib, "cpu_has_native_bf16", lambda: False)
+    assert train_lib.precision(TrainConfig(steps=1), cpu) == "fp32"
+    monkeypatch.setattr(train_lib, "cpu_has_native_bf16", lambda: True)
+    assert train_lib.precision(TrainConfig(steps=1), cpu) == "bf16"
+    assert train_lib.precision(TrainConfig(steps=1, amp=True), torch.device("mps")) == "fp32"
+    with pytest.raises(ValueError, match="amp"):
+        TrainConfig(steps=1, amp="yes")
+
+
+def test_cpu_bf16_detection_honours_portable_kernels(monkeypatch):
+    from bvae_lib import train as train_lib
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    assert train_lib.cpu_has_native_bf16() is False
+
+
+def test_compile_falls_back_to_eager_with_a_warning(dsprites, monkeypatch):
+    from bvae_lib import train as train_lib
+
+    def broken(model):
+        def fn(x):
+            raise RuntimeError("inductor: no compiler")
+        return fn
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        result = train(MODEL, OBJECTIVE, dsprites, tiny(4, amp=False, compile=True))
+    assert result.history["loss"][-1] < result.history["loss"][0]
+    monkeypatch.setattr(train_lib, "_cxx_compiler", lambda: None)
+    with pytest.warns(UserWarning, match="C\\+\\+ compiler"):
+        train(MODEL, OBJECTIVE, dsprites, tiny(2, amp=False, compile=True))
+
+
+def test_the_loop_reads_nothing_back_per_step_and_checks_foreign_data_once(dsprites):
+    seen = []
+    original = objectives.reconstruction_loss
+
+    class Foreign:                      # a dataset of the protocol that is not the library's
+        def __len__(self):
+            return 16
+
+        def images(self, idx):
+            return torch.full((len(idx), 1, 64, 64), 2.0)
+    with pytest.raises(ValueError, match=r"values in \[0, 1\].*first images"):
+        train(MODEL, OBJECTIVE, Foreign(), tiny(2))
+    try:
+        objectives.reconstruction_loss = lambda *a, **k: (seen.append(a[3] if len(a) > 3 else
+                                                                      k.get("check_range")),
+                                                          original(*a, **k))[1]
+        train(MODEL, OBJECTIVE, dsprites, tiny(3))
+    finally:
+        objectives.reconstruction_loss = original
+    assert seen and not any(seen), "the loop must not check the batch range on the device"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
