@@ -340,8 +340,10 @@ def setup_cell_source(root: str | os.PathLike | None = None) -> str:
 
 def environment_record() -> dict:
     """What decides a chapter's numbers in this environment: the versions of
-    :data:`RECORDED_PACKAGES`, torch's CPU kernels (``ATEN_CPU_CAPABILITY``), the BLAS libraries'
-    core types, the chapters' thread count, the Python version and the processor architecture."""
+    :data:`RECORDED_PACKAGES`, torch's CPU kernels (``ATEN_CPU_CAPABILITY``), the arithmetic
+    the training loop uses on this CPU (``bf16`` where it has bf16 instructions, else ``fp32``),
+    the BLAS libraries' core types, the chapters' thread count, the Python version and the
+    processor architecture."""
     import platform
     from importlib.metadata import PackageNotFoundError, version
     from threadpoolctl import threadpool_info
@@ -354,8 +356,12 @@ def environment_record() -> dict:
             packages[name] = None
     blas = sorted({f"{p['internal_api']} {p.get('architecture') or '?'}"
                    for p in threadpool_info() if p.get("user_api") == "blas"})
+    from bvae_lib.train import TrainConfig, precision
+
     return {"packages": packages,
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            # the arithmetic of the chapters' training runs on the CPU (bf16 where it is native)
+            "training_precision": precision(TrainConfig(steps=1), torch.device("cpu")),
             "blas": blas,
             "threads": book_threads(),
             "python": ".".join(platform.python_version_tuple()[:2]),
@@ -373,7 +379,8 @@ def record_differences(recorded: dict | None, current: dict | None = None) -> li
     for name in sorted(set(rec_pk) | set(cur_pk)):
         if rec_pk.get(name) != cur_pk.get(name):
             out.append(f"{name} {rec_pk.get(name)} when executed, {cur_pk.get(name)} here")
-    for key in ("torch_cpu_capability", "blas", "threads", "python", "machine"):
+    for key in ("torch_cpu_capability", "training_precision", "blas", "threads", "python",
+                "machine"):
         if recorded.get(key) != current.get(key):
             out.append(f"{key} {recorded.get(key)} when executed, {current.get(key)} here")
     return out
