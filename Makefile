@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 LOCK   := requirements.lock
 
-.PHONY: setup book test test-lib test-book test-portable execute lock clean
+.PHONY: setup book test test-lib test-book test-portable execute lock device-check clean
 
 # The environment is the lock: exact versions of every package (requirements.lock, made from
 # requirements.txt by `make lock`). The library itself is installed without its dependencies,
@@ -42,6 +42,11 @@ test-book: setup
 # Passing here means no compared output depends on the last bits of this machine's arithmetic.
 test-portable: setup
 	ATEN_CPU_CAPABILITY=default OPENBLAS_CORETYPE=Sandybridge $(BIN)/python -m pytest --nbval book/
+
+# On a machine with one CUDA GPU: the GPU tests, the data and training benchmarks on the device,
+# a 20,000-step beta = 4 run and its scores, recorded in benchmarks/results/device_*.json (<= 8 min).
+device-check: setup
+	$(BIN)/python benchmarks/device_check.py
 
 # Re-execute every chapter on the CPU, in order, and store its outputs (never edit by hand).
 execute: setup

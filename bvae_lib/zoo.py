@@ -33,8 +33,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["PRETRAINED_DIR", "METRIC_SETTINGS", "available", "manifest", "load", "export",
-           "evaluate", "verify"]
+__all__ = ["PRETRAINED_DIR", "METRIC_SETTINGS", "RECIPES", "available", "manifest", "load",
+           "export", "evaluate", "verify", "train_command", "train_zoo"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 WEIGHTS_NAME, MANIFEST_NAME = "weights.pt", "manifest.json"
@@ -50,6 +50,37 @@ METRIC_SETTINGS = {
     "beta_vae": dict(num_train=300, num_eval=150),
 }
 METRIC_SEED = 0
+
+#: How each shipped model is trained: (description, the ``python -m bvae_lib train`` arguments
+#: that make it that model). ``{steps}`` is the run's length: JointVAE's capacities rise over the
+#: whole run, as in Dupont 2018's dSprites setting (300,000 steps, gamma 150, C_z 0 -> 40 nats,
+#: C_c 0 -> 1.1 nats, lr 5e-4); the annealed model's over 100,000 steps whatever the run's
+#: length (Burgess et al. 2018: gamma 1000, C 0 -> 25 nats over 100,000 iterations). The beta-VAE
+#: family uses PyTorch's initialisation and lr 1e-3: short pilots of beta = 4 on this CPU aligned
+#: its latents with position and scale with it, and rotated them with He initialisation at lr
+#: 1e-3 and 1e-4 (chapter 8 shows the pilots).
+RECIPES = {
+    "beta1": ("beta-VAE, beta = 1 (the VAE)",
+              "--init pytorch --objective beta_vae --beta 1 --lr 1e-3"),
+    "beta4": ("beta-VAE, beta = 4",
+              "--init pytorch --objective beta_vae --beta 4 --lr 1e-3"),
+    "beta16": ("beta-VAE, beta = 16 (chapter 4's other end)",
+               "--init pytorch --objective beta_vae --beta 16 --lr 1e-3"),
+    "beta_tcvae": ("beta-TCVAE (MSS), beta = 4: beta4's recipe with the TC-only penalty",
+                   "--init pytorch --objective beta_tcvae --beta 4 --estimator mss --lr 1e-3"),
+    "annealed": ("capacity-annealed beta-VAE, gamma = 1000, C 0 -> 25 nats over 100,000 steps",
+                 "--init he --objective annealed_vae --gamma 1000 --capacity-max 25 "
+                 "--capacity-steps 100000 --lr 5e-4"),
+    "joint_vae": ("JointVAE, 6 Gaussian latents + one 3-way categorical, gamma = 150, C_z 0 -> 40 "
+                  "and C_c 0 -> 1.1 nats over the run",
+                  "--init he --objective joint_vae --latent-dim 6 --categorical-dims 3 "
+                  "--gamma 150 --cont-capacity-max 40 --disc-capacity-max 1.1 "
+                  "--capacity-steps {steps} --lr 5e-4"),
+}
+#: The arguments every zoo run shares: the papers' batch, one seed, a checkpoint every 2,500 steps.
+RECIPE_COMMON = "--batch-size 64 --seed 0 --checkpoint-every 2500 --log-every 500 --no-progress"
+#: The length of the CPU runs, and the papers' (Burgess et al. 2018; Dupont 2018).
+CPU_STEPS, PAPER_STEPS = 100_000, 300_000
 
 
 def _folder(name: str, root: Path | None = None) -> Path:
@@ -161,6 +192,10 @@ def export(run: str | Path, name: str, command: str, description: str = "",
         "seed": ckpt["train_config"]["seed"],
         "steps": ckpt["step"],
         "device": ckpt.get("extra", {}).get("device", "unknown"),
+        # the loop's arithmetic and layout (recorded by checkpoints since the speed switches;
+        # before them a CPU run was fp32 and NCHW)
+        "training": {k: ckpt.get("extra", {}).get(k) for k in ("precision", "channels_last",
+                                                               "compiled")},
         "wall_seconds": ckpt.get("extra", {}).get("wall_seconds"),
         "cpu_seconds": ckpt.get("extra", {}).get("cpu_seconds"),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
@@ -200,6 +235,53 @@ def verify(names: list[str] | None = None, root: str | Path | None = None,
     return report
 
 
+def train_command(name: str, steps: int, out: str | Path, device: str = "auto") -> str:
+    """The ``python -m bvae_lib train`` command that trains zoo model ``name`` for ``steps``
+    steps into ``out`` (see :data:`RECIPES`)."""
+    if name not in RECIPES:
+        raise ValueError(f"no zoo recipe named {name!r}; the recipes are {sorted(RECIPES)}")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    args = RECIPES[name][1].format(steps=steps)
+    return (f"python -m bvae_lib train {args} {RECIPE_COMMON} --steps {steps} --device {device} "
+            f"--out {out}")
+
+
+def train_zoo(names: list[str], steps: int, runs: str | Path, device: str = "auto",
+              export_to: str | Path | None = None, dry_run: bool = False, resume: bool = False,
+              out=None) -> list[str]:
+    """Train the zoo models ``names`` one after the other with their recipes, each into
+    ``runs/NAME``, and export each (to ``export_to``, default the package's pretrained folder)
+    with its command in the manifest. ``dry_run`` prints the plan only. A run directory that
+    already holds a checkpoint is continued only with ``resume``. Returns the commands."""
+    import shlex
+
+    from bvae_lib import cli
+
+    out = sys.stdout if out is None else out
+    commands = []
+    for name in names:
+        command = train_command(name, steps, Path(runs) / name, device)
+        if resume:
+            command += " --resume"
+        commands.append(command)
+        print(f"[{name}] {RECIPES[name][0]}\n  {command}", file=out)
+        print(f"  then: export {Path(runs) / name} as {name} to "
+              f"{Path(export_to) if export_to else PRETRAINED_DIR}", file=out)
+    if dry_run:
+        return commands
+    for name, command in zip(names, commands):
+        status = cli.main(shlex.split(command)[3:])
+        if status != 0:
+            raise ValueError(f"training {name} failed (exit status {status}); fix the cause and "
+                             f"rerun with --resume to continue from its last checkpoint")
+        folder = export(Path(runs) / name, name, command.replace(" --resume", ""),
+                        f"{RECIPES[name][0]}; Burgess conv architecture, procedural dSprites",
+                        root=export_to)
+        print(f"[{name}] exported to {folder}", file=out)
+    return commands
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bvae_lib.zoo",
                                      description="List, export and verify the shipped models.")
@@ -213,8 +295,49 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--notes", default="")
     ve = sub.add_parser("verify", help="recompute the recorded metrics from the shipped weights")
     ve.add_argument("names", nargs="*")
+    tr = sub.add_parser("train", help="train zoo models with their recipes and export them "
+                                      "(e.g. --all --paper-scale on a GPU)")
+    tr.add_argument("names", nargs="*", help=f"models to train: {', '.join(RECIPES)}")
+    tr.add_argument("--all", action="store_true", help="every recipe")
+    tr.add_argument("--paper-scale", action="store_true",
+                    help=f"{PAPER_STEPS:,} steps on a CUDA GPU (the papers' length)")
+    tr.add_argument("--steps", type=int, help=f"steps per model (default {CPU_STEPS:,}, the CPU "
+                                              f"runs' length)")
+    tr.add_argument("--runs", default="runs/zoo", help="where the run directories go "
+                                                      "(default runs/zoo)")
+    tr.add_argument("--device", default="auto")
+    tr.add_argument("--export-to", help="folder for the exported models (default: the "
+                                        "package's pretrained folder, replacing what is shipped)")
+    tr.add_argument("--resume", action="store_true", help="continue runs already started")
+    tr.add_argument("--dry-run", action="store_true", help="print the plan, train nothing")
     args = parser.parse_args(argv)
     try:
+        if args.cmd == "train":
+            names = list(RECIPES) if args.all else args.names
+            if not names:
+                raise ValueError("name the models to train, or pass --all")
+            unknown = [n for n in names if n not in RECIPES]
+            if unknown:
+                raise ValueError(f"no zoo recipe named {', '.join(unknown)}; the recipes are "
+                                 f"{', '.join(RECIPES)}")
+            if args.paper_scale and args.steps is not None:
+                raise ValueError("--paper-scale means --steps 300000; pass one of them")
+            steps = PAPER_STEPS if args.paper_scale else (args.steps or CPU_STEPS)
+            device = args.device
+            if args.paper_scale:
+                if device == "auto":
+                    device = "cuda"
+                if not device.startswith("cuda"):
+                    raise ValueError(f"--paper-scale trains {len(names)} x {PAPER_STEPS:,} steps, "
+                                     f"days on a CPU; it needs a CUDA GPU (--device cuda). On a "
+                                     f"CPU use --steps N")
+                if not args.dry_run and not torch.cuda.is_available():
+                    raise ValueError("--paper-scale needs a CUDA GPU and none is available here; "
+                                     "--dry-run prints the plan")
+            train_zoo(names, steps, args.runs, device=device, export_to=args.export_to,
+                      dry_run=args.dry_run, resume=args.resume)
+            return 0
+
         if args.cmd == "list":
             for name in available():
                 m = manifest(name)

@@ -42,3 +42,43 @@ def test_bench_metrics_writes_its_record(tmp_path):
     assert [row["metric"] for row in record["results"]] == ["mig_histogram"]
     assert record["results"][0]["images"] == 10_000 and record["sizes"] == "reduced"
     assert record["command"].endswith(f"--only mig_histogram --json {out}")
+
+
+def test_device_check_prints_its_plan_within_eight_minutes():
+    run = subprocess.run([sys.executable, "benchmarks/device_check.py", "--dry-run"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    head = run.stdout.splitlines()[0]
+    seconds = int(head.split("at most ")[1].split(" s")[0])
+    assert seconds <= 8 * 60, head
+    for step in ("tests", "bench_data", "bench_train_amp", "bench_train_compile",
+                 "train_beta4", "evaluate_beta4"):
+        assert step in run.stdout, step
+
+
+def test_device_check_reads_the_benchmarks_figures():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import device_check
+    finally:
+        sys.path.pop(0)
+    text = ("bare, wall: 1234.5 img/s\nloop, wall: 1200.0 img/s\n"
+            "ratio loop/bare (wall, best of 3 rounds): 0.972   (all rounds summed: 0.96)\n"
+            "paper scale (300,000 steps of batch 64) on X: ~0.17 h (512 steps/s) extrapolated\n")
+    got = device_check.figures("bench_train_amp", text)
+    assert got["bare, wall img/s"] == 1234.5 and got["ratio loop/bare"] == 0.972
+    assert got["steps_per_second"] == 512
+    assert device_check.figures("tests", "3 failed, 40 passed in 9s") == {"passed": 40,
+                                                                         "failed": 3}
+
+
+def test_bench_train_compare_runs_and_writes_its_figures(tmp_path):
+    out = tmp_path / "train.json"
+    run = subprocess.run([sys.executable, "benchmarks/bench_train.py", "--compare", "--steps",
+                          "2", "--rounds", "1", "--batch-size", "8", "--threads", "1", "--json",
+                          str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    record = json.loads(out.read_text())
+    assert set(record["arms"]) == {"before (fp32, NCHW, eager)", "today's defaults"}
+    assert record["arms"]["before (fp32, NCHW, eager)"]["precision"] == "fp32"
+    assert all(v > 0 for v in record["images_per_second"]["wall"].values())

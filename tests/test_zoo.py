@@ -110,3 +110,43 @@ def test_shipped_manifest_command_rebuilds_its_configs(name, tmp_path, monkeypat
     assert seen["train"].steps == info["steps"]
     for key in ("batch_size", "lr", "seed"):
         assert getattr(seen["train"], key) == info["train_config"][key], key
+
+
+def test_zoo_train_dry_run_prints_every_recipe_at_paper_scale(capsys):
+    assert zoo.main(["train", "--all", "--paper-scale", "--dry-run", "--runs", "r"]) == 0
+    out = capsys.readouterr().out
+    for name in zoo.RECIPES:
+        assert f"--out r/{name}" in out and f"export r/{name} as {name}" in out
+    assert out.count("--steps 300000 --device cuda") == len(zoo.RECIPES)
+    # JointVAE's capacities rise over the whole run; the annealed model's over 100,000 steps
+    assert "--capacity-steps 300000" in zoo.train_command("joint_vae", 300_000, "r")
+    assert "--capacity-steps 100000" in zoo.train_command("annealed", 300_000, "r")
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["train"], "--all"),
+    (["train", "beta5"], "no zoo recipe named beta5"),
+    (["train", "beta4", "--paper-scale", "--steps", "10"], "one of them"),
+    (["train", "beta4", "--paper-scale", "--device", "cpu"], "CUDA GPU"),
+])
+def test_zoo_train_refuses_bad_requests(argv, match, capsys):
+    assert zoo.main(argv) == 2
+    assert match in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_zoo_paper_scale_needs_a_gpu(capsys):
+    assert zoo.main(["train", "beta4", "--paper-scale"]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_zoo_train_trains_with_the_recipe_and_exports_with_its_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "METRIC_SETTINGS", TINY_METRICS)
+    commands = zoo.train_zoo(["beta4"], 3, tmp_path / "runs", device="cpu",
+                             export_to=tmp_path / "zoo")
+    info = zoo.manifest("beta4", root=tmp_path / "zoo")
+    assert info["command"] == commands[0] and info["steps"] == 3
+    assert info["objective_config"]["beta"] == 4 and info["train_config"]["lr"] == 1e-3
+    assert info["model_config"]["init"] == "pytorch"
+    assert set(info["training"]) == {"precision", "channels_last", "compiled"}
+    assert set(info["metrics"]) == set(TINY_METRICS)
