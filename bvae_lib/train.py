@@ -60,6 +60,8 @@ __all__ = [
     "train",
     "pick_device",
     "budget",
+    "gpu_minutes",
+    "COLAB_STEPS_PER_SECOND",
     "seed_everything",
     "progress_enabled",
     "load_history",
@@ -211,11 +213,33 @@ def precision(config: "TrainConfig", device: torch.device) -> str:
     return "fp32"
 
 
+#: The training speed the chapters' GPU budgets are planned with: steps per second of the
+#: Burgess or Higgins network, batch 32-64, mixed precision, eager mode, on a Colab T4. It is an
+#: estimate, not a measurement -- no GPU was available where the book was built; the loop prints
+#: the measured rate and the expected duration of every run of 5,000 steps or more. How it was
+#: estimated: one step is ~4.8 GFLOP (75 MFLOP per image forward + backward, batch 64), under a
+#: millisecond even at a tenth of a T4's 65 TFLOP/s fp16; what bounds it is the ~150 kernels a
+#: step launches from Python, 10-20 us each on Colab's two vCPUs: 2-4 ms a step, 250-500 steps/s.
+#: We plan with the slow end, so that a chapter takes ~10 minutes or less.
+COLAB_STEPS_PER_SECOND = 250
+
+
+def gpu_minutes(minutes: float) -> int:
+    """The GPU budget of a run meant to take ``minutes`` on a Colab T4: steps at
+    :data:`COLAB_STEPS_PER_SECOND`, rounded to thousands -- e.g. ``budget(cpu=150,
+    gpu=gpu_minutes(1.2))`` gives 18,000 steps on a GPU, each chapter's runs adding up to about
+    ten minutes."""
+    if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes > 0):
+        raise ValueError(f"minutes must be a positive number, got {minutes!r}")
+    return max(1_000, int(round(minutes * 60 * COLAB_STEPS_PER_SECOND, -3)))
+
+
 def budget(cpu: int, gpu: int = PAPER_STEPS, *, mps: int | None = None,
            device: str | torch.device | None = "auto") -> int:
     """Number of training steps for this hardware.
 
-    ``gpu`` on CUDA (default: the paper's 300,000), ``mps`` on Apple silicon (default: ``cpu``),
+    ``gpu`` on CUDA (default: the paper's 300,000; the chapters pass :func:`gpu_minutes`, sized
+    for a Colab T4), ``mps`` on Apple silicon (default: ``cpu``),
     ``cpu`` otherwise -- so a chapter can write ``TrainConfig(steps=budget(cpu=2_000))`` and get
     a paper-scale run in Colab and a short one in CI. The environment variable ``BVAE_STEPS``
     (a positive integer) overrides all of them.
@@ -656,6 +680,8 @@ def train(model_config, objective_config, dataset, train_config: TrainConfig,
     recorder = _Recorder(config.log_every)
     saved, saved_step = None, (start if ckpt is not None else None)
     model.train()
+    eta = (_Eta(start, config.steps, device_name)
+           if config.steps - start >= ETA_MIN_STEPS else None)
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         for step in range(start, config.steps):
@@ -672,6 +698,8 @@ def train(model_config, objective_config, dataset, train_config: TrainConfig,
             bar.update()
 
             done = step + 1
+            if eta is not None:
+                eta.tick(done)
             save_now = ckpt_path is not None and (done % config.checkpoint_every == 0
                                                   or done == config.steps)
             if done % config.log_every == 0 or done == config.steps or save_now:
@@ -698,6 +726,41 @@ def train(model_config, objective_config, dataset, train_config: TrainConfig,
     return TrainResult(model=model, history=history, step=config.steps, checkpoint=saved,
                        seconds=seconds, steps_run=config.steps - start,
                        batch_size=config.batch_size, device=device, precision=arithmetic)
+
+
+#: A run of at least this many steps announces, after its first few hundred, how long it will
+#: take on this device (the chapters' CPU budgets are far below it, their GPU budgets above).
+ETA_MIN_STEPS = 5_000
+
+
+class _Eta:
+    """Times steps ``start + 50 .. start + 250`` (after the first steps' one-off costs) and
+    prints, once, the run's length and its expected duration on this device."""
+
+    WARM, MEASURE = 50, 200
+
+    def __init__(self, start: int, steps: int, device_name: str):
+        self.start, self.steps, self.device_name = start, steps, device_name
+        self.t = None
+
+    def tick(self, done: int) -> None:
+        if done == self.start + self.WARM:
+            self.t = time.perf_counter()
+        elif done == self.start + self.WARM + self.MEASURE and self.t is not None:
+            rate = self.MEASURE / max(time.perf_counter() - self.t, 1e-9)
+            left = (self.steps - done) / rate
+            print(f"{self.steps - self.start:,} steps on {self.device_name}: "
+                  f"{rate:,.0f} steps/s over steps {done - self.MEASURE:,}-{done:,}, so about "
+                  f"{_duration(left + (done - self.start) / rate)} for the run "
+                  f"({_duration(left)} from now)", flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _diverged_at(step: int, losses, model, optimizer, generator: torch.Generator,

@@ -347,3 +347,18 @@ def test_cuda_mixed_precision_run_trains_and_resumes_on_cpu(tmp_path):
     with pytest.warns(UserWarning, match="another kind of device"):
         train(MODEL, OBJECTIVE, DSprites(), tiny(42, batch_size=32, log_every=10, device="cpu"),
               out_dir=tmp_path, resume=True)
+
+
+def test_a_long_run_announces_its_expected_duration(dsprites, monkeypatch, capsys):
+    from bvae_lib import train as train_lib
+
+    monkeypatch.setattr(train_lib, "ETA_MIN_STEPS", 6)
+    monkeypatch.setattr(train_lib._Eta, "WARM", 1)
+    monkeypatch.setattr(train_lib._Eta, "MEASURE", 3)
+    train(MODEL, OBJECTIVE, dsprites, tiny(6))
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("6 steps on cpu") and "steps/s over steps 1-4" in line
+    assert "for the run" in line and "from now" in line
+    monkeypatch.setattr(train_lib, "ETA_MIN_STEPS", 7)
+    train(MODEL, OBJECTIVE, dsprites, tiny(6))
+    assert capsys.readouterr().out == ""      # short runs (the chapters' CPU budgets) stay quiet
