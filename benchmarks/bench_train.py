@@ -33,13 +33,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
+from pathlib import Path
 
 import torch
 
 from bvae_lib.data import DSprites
 from bvae_lib.models import ModelConfig, build_model
 from bvae_lib.objectives import BetaVAEConfig, build_objective
-from bvae_lib.train import PAPER_STEPS, TrainConfig, pick_device, precision, train
+from bvae_lib.train import (PAPER_STEPS, TrainConfig, cpu_has_native_bf16, pick_device,
+                            precision, train)
 
 
 def sync(device: torch.device) -> None:
@@ -153,7 +155,18 @@ def main(argv=None) -> dict:
     # Best round of each (timeit's rule: interference only ever adds time, so the fastest
     # round is the closest to the true cost), then the plain totals.
     names = list(arms)
-    record = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+    import datetime
+    import platform
+    import sys
+
+    cpu_name = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                     if line.startswith("model name")), platform.processor()) \
+        if Path("/proc/cpuinfo").is_file() else platform.processor()
+    record = {"command": "python benchmarks/bench_train.py " + " ".join(
+                  sys.argv[1:] if argv is None else argv),
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "cpu": cpu_name, "bf16_instructions": cpu_has_native_bf16(),
+              "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "batch_size": args.batch_size, "rounds": args.rounds, "steps": args.steps,
               "arms": {n: {"precision": precision(c, device),
                            "channels_last": c.channels_last is not False, "compile": c.compile}
@@ -183,7 +196,6 @@ def main(argv=None) -> dict:
               f" steps/s) extrapolated from {args.rounds * args.steps} measured steps")
     if args.json:
         import json
-        from pathlib import Path
 
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(record, indent=1) + "\n")

@@ -19,7 +19,7 @@ One function, :func:`train`, readable top to bottom. What makes it fast is what 
   ``torch.compile`` (off by default: it costs ~30-60 s of compiling, and on the CPU needs a C++
   compiler; without one the loop warns and runs eagerly). The model runs under autocast; the
   objective runs in fp32 on the float32 copies of its outputs, because sums over 4096 pixels
-  and KLs lose too much in 16 bits. On this project's 2-core CPU the defaults train 1.6-1.8x
+  and KLs lose too much in 16 bits. On this project's 2-core CPU the defaults train 1.6-1.9x
   faster than fp32 NCHW (``python benchmarks/bench_train.py --compare``), and the tests run
   every switch on the CPU against fp32.
 
