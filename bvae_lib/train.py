@@ -36,7 +36,6 @@ overrides both, e.g. ``BVAE_STEPS=50 make test`` or ``BVAE_STEPS=300000`` in Col
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -50,8 +49,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from bvae_lib import checkpoint as ckpt_lib
+from bvae_lib.models import ModelConfig, build_model
+from bvae_lib.objectives import build_objective, objective_config_from_dict
 
 __all__ = [
     "TrainConfig",
@@ -537,167 +539,41 @@ def train(model_config, objective_config, dataset, train_config: TrainConfig,
     ``resume=True`` continues the checkpoint in ``out_dir`` if there is one (and starts afresh
     if there is none); ``resume=False`` refuses to overwrite an existing run.
     """
-    from bvae_lib.models import ModelConfig, build_model
-    from bvae_lib.objectives import build_objective, objective_config_from_dict
-
-    config = train_config
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"train_config must be a TrainConfig, got {type(config).__name__}")
-    if isinstance(model_config, dict):
-        model_config = ModelConfig(**model_config)
-    if isinstance(objective_config, dict):
-        objective_config = objective_config_from_dict(objective_config)
+    model_config, objective_config, config = _configs(model_config, objective_config,
+                                                      train_config)
     device = pick_device(config.device)
-
-    # -- an existing run? ---------------------------------------------------------------------
-    ckpt, ckpt_path = None, None
-    if out_dir is not None:
-        if not str(out_dir).strip():
-            raise ValueError("out_dir is empty (it would mean the current directory); pass the "
-                             "directory of the run, e.g. out_dir='runs/beta4'")
-        if Path(out_dir).exists() and not Path(out_dir).is_dir():
-            raise ValueError(f"out_dir {out_dir} is a file, not a directory; pass the directory "
-                             f"of the run")
-        ckpt_path = Path(out_dir) / ckpt_lib.CHECKPOINT_NAME
-        if ckpt_path.exists():
-            if not resume:
-                raise ValueError(f"{out_dir} already holds a run ({ckpt_path}); pass resume=True "
-                                 f"(CLI: --resume) to continue it, or choose another out_dir")
-            ckpt = ckpt_lib.load_checkpoint(ckpt_path)
-            _check_resumable(ckpt, model_config, objective_config, config)
-
-    # -- model, objective, optimiser ------------------------------------------------------------
-    seed_everything(config.seed)                 # the initial weights depend on the seed only
-    model = build_model(model_config)
-    objective = build_objective(objective_config, decoder=model_config.decoder)
-    size = getattr(objective_config, "dataset_size", None)
-    if size is not None and hasattr(dataset, "__len__") and size != len(dataset):
-        warnings.warn(f"objective_config.dataset_size={size} but the dataset has {len(dataset)} "
-                      f"images; the total-correlation estimator assumes dataset_size = N",
-                      UserWarning, stacklevel=2)
-    if ckpt is not None:
-        ckpt_lib.load_weights(model, ckpt)
-    model.to(device)
-    # NHWC is what cuDNN's and oneDNN's fast convolution kernels want (1.1x on the CPU here)
-    channels_last = config.channels_last is not False and _has_conv(model)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-
-    arithmetic = precision(config, device)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(arithmetic)
-    scaler = torch.amp.GradScaler(device.type) if arithmetic == "fp16" else None  # fp16
-    if amp_dtype is torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
-        warnings.warn("TrainConfig.amp=True on a CPU without bf16 instructions: bf16 is "
-                      "emulated there and slower than fp32; leave amp=None (automatic)",
-                      UserWarning, stacklevel=2)
-    forward = _compiled(model, device) if config.compile else model
-    amp_context = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
-                   else contextlib.nullcontext())
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True    # fixed shapes: pick the fastest conv once
-
-    # -- data on the device ---------------------------------------------------------------------
-    if hasattr(dataset, "to") and not _same_device(getattr(dataset, "device", device), device):
-        dataset = dataset.to(device)             # moved (or re-made) once, not per batch
-    _check_dataset(dataset, model_config)
-    if model_config.decoder == "bernoulli":       # Bernoulli targets in [0, 1]: checked once
-        _check_bernoulli_targets(dataset)
-        if hasattr(objective, "check_range"):     # here, not on the device at every step
-            objective.check_range = False
-    if ckpt is not None:
-        _check_same_dataset(ckpt, dataset)
-    if ckpt_path is not None:
-        # Leftovers of a process killed mid-write (up to a checkpoint's size each), and a
-        # history.json one entry short when the kill fell between the checkpoint's rename and the
-        # history's: the checkpoint is the record, history.json its readable copy.
-        ckpt_lib.remove_stale_temporaries(ckpt_path.parent)
-        if ckpt is not None:
-            ckpt_lib.write_json(ckpt_path.with_name(ckpt_lib.HISTORY_NAME), ckpt["history"])
-    data_device = torch.device(getattr(dataset, "device", "cpu"))
-    generator = torch.Generator(device=data_device)
+    ckpt, ckpt_path = _existing_run(out_dir, resume, model_config, objective_config, config)
+    step = _Step(model_config, objective_config, dataset, config, device, ckpt)
+    dataset = _data_on_device(dataset, model_config, step.objective, device, ckpt, ckpt_path)
+    generator = torch.Generator(device=torch.device(getattr(dataset, "device", "cpu")))
     generator.manual_seed(config.seed)
-    next_batch = _batch_sampler(dataset, config.batch_size, generator)
+    step.next_batch = _batch_sampler(dataset, config.batch_size, generator)
+    start, history = _restore(ckpt, ckpt_path, step, generator, config.seed)
+    clock = _RunClock(ckpt, ckpt_path, dataset, device, step)
 
-    # -- resume --------------------------------------------------------------------------------
-    start, history = 0, {}
-    if ckpt is not None:
-        start, history = ckpt["step"], ckpt["history"]
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        if not ckpt_lib.set_rng_state(ckpt["rng"], generator):
-            warnings.warn(f"{ckpt_path} was written on another kind of device; the batch "
-                          f"generator is reseeded, so the continuation is not bitwise identical",
-                          UserWarning, stacklevel=2)
-            generator.manual_seed(config.seed + start)
-
-    # Wall time and device travel with the checkpoint (summed over resumes) for the manifests
-    # of shipped models.
-    prior = ckpt.get("extra", {}) if ckpt else {}
-    prior_seconds = float(prior.get("wall_seconds", 0.0))
-    prior_cpu = float(prior.get("cpu_seconds", 0.0))
-    device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-                   else f"{device.type} ({torch.get_num_threads()} threads)")
-    how = {"precision": arithmetic, "channels_last": channels_last,
-           "compiled": isinstance(forward, _Compiled)}
-    if ckpt is not None:
-        before = {k: prior[k] for k in how if k in prior}
-        changed = {k: (before[k], how[k]) for k in before if before[k] != how[k]}
-        if changed:
-            warnings.warn(f"{ckpt_path} was trained with "
-                          + ", ".join(f"{k}={a!r}" for k, (a, b) in changed.items())
-                          + "; this session uses "
-                          + ", ".join(f"{k}={b!r}" for k, (a, b) in changed.items())
-                          + ", so the continuation rounds differently from an uninterrupted run",
-                          UserWarning, stacklevel=2)
-
-    def save(step: int) -> Path:
-        how["compiled"] = isinstance(forward, _Compiled) and forward.fn is not model
-        extra = {"dataset": repr(dataset), "device": device_name, **how,
-                 "wall_seconds": prior_seconds + time.perf_counter() - t0,
-                 "cpu_seconds": prior_cpu + time.process_time() - c0}   # all threads
+    def save(done: int) -> Path:
         return ckpt_lib.save_checkpoint(
-            ckpt_path, model=model, objective_config=objective_config, train_config=config,
-            optimizer=optimizer, step=step, history=history, data_generator=generator,
-            scaler=scaler, extra=extra)
+            ckpt_path, model=step.model, objective_config=objective_config, train_config=config,
+            optimizer=step.optimizer, step=done, history=history, data_generator=generator,
+            scaler=step.scaler, extra=clock.extra())
 
-    def losses(step: int) -> dict:
-        """The loss terms of ``step``: draw its batch, run the model, apply the objective."""
-        x = next_batch().to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with amp_context:
-            out = forward(x)
-        if amp_dtype is not None:
-            out = _to_float32(out)
-        return objective(out, x, step)
-
-    from tqdm.auto import tqdm
-
+    # -- the loop: step, record, and every log_every steps bring the terms to the host; at a
+    # checkpoint, save only weights whose next step is finite (_diverged_at) ---------------------
     bar = tqdm(total=config.steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
                disable=not progress_enabled(config.progress))
     recorder = _Recorder(config.log_every)
+    eta = _Eta(start, config.steps, clock.device_name) \
+        if config.steps - start >= ETA_MIN_STEPS else None
     saved, saved_step = None, (start if ckpt is not None else None)
-    model.train()
-    eta = (_Eta(start, config.steps, device_name)
-           if config.steps - start >= ETA_MIN_STEPS else None)
-    t0, c0 = time.perf_counter(), time.process_time()
+    step.model.train()
+    clock.start()
     try:
-        for step in range(start, config.steps):
-            terms = losses(step)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(terms["loss"]).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                terms["loss"].backward()
-                optimizer.step()
+        for i in range(start, config.steps):
+            terms = step.losses(i)
+            step.update(terms["loss"])
             recorder.record(terms)
             bar.update()
-
-            done = step + 1
+            done = i + 1
             if eta is not None:
                 eta.tick(done)
             save_now = ckpt_path is not None and (done % config.checkpoint_every == 0
@@ -708,8 +584,8 @@ def train(model_config, objective_config, dataset, train_config: TrainConfig,
                 bar.set_postfix({k: f"{v:.4g}" for k, v in entry.items()
                                  if isinstance(v, float)}, refresh=False)
                 if save_now:
-                    bad = _diverged_at(done, losses, model, optimizer, generator, device,
-                                       check_grads=scaler is None)
+                    bad = _diverged_at(done, step.losses, step.model, step.optimizer, generator,
+                                       device, check_grads=step.scaler is None)
                     if bad:
                         raise NonFiniteLossError(bad)
                     saved, saved_step = save(done), done
@@ -717,15 +593,195 @@ def train(model_config, objective_config, dataset, train_config: TrainConfig,
         raise NonFiniteLossError(f"{e} {_stopped(ckpt_path, saved_step)}") from None
     finally:
         bar.close()
-    seconds = time.perf_counter() - t0
+    seconds = clock.seconds()
     if ckpt_path is not None and saved is None and ckpt is not None:
         saved = ckpt_path                        # resumed at steps == checkpoint step: no-op
-    if channels_last:                            # hand back the usual layout: user code may
-        model.to(memory_format=torch.contiguous_format)   # .view() what the model returns
-    model.eval()
-    return TrainResult(model=model, history=history, step=config.steps, checkpoint=saved,
+    if step.channels_last:                       # hand back the usual layout: user code may
+        step.model.to(memory_format=torch.contiguous_format)   # .view() what it returns
+    step.model.eval()
+    return TrainResult(model=step.model, history=history, step=config.steps, checkpoint=saved,
                        seconds=seconds, steps_run=config.steps - start,
-                       batch_size=config.batch_size, device=device, precision=arithmetic)
+                       batch_size=config.batch_size, device=device, precision=step.precision)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop's parts
+# ---------------------------------------------------------------------------------------------
+
+def _configs(model_config, objective_config, train_config):
+    """The three configs as dataclasses (the first two may be given as dicts)."""
+    if not isinstance(train_config, TrainConfig):
+        raise TypeError(f"train_config must be a TrainConfig, got {type(train_config).__name__}")
+    if isinstance(model_config, dict):
+        model_config = ModelConfig(**model_config)
+    if isinstance(objective_config, dict):
+        objective_config = objective_config_from_dict(objective_config)
+    return model_config, objective_config, train_config
+
+
+def _existing_run(out_dir, resume: bool, model_config, objective_config,
+                  config: TrainConfig) -> tuple[dict | None, Path | None]:
+    """(the checkpoint to continue or None, the checkpoint path or None without out_dir)."""
+    if out_dir is None:
+        return None, None
+    if not str(out_dir).strip():
+        raise ValueError("out_dir is empty (it would mean the current directory); pass the "
+                         "directory of the run, e.g. out_dir='runs/beta4'")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ValueError(f"out_dir {out_dir} is a file, not a directory; pass the directory "
+                         f"of the run")
+    ckpt_path = Path(out_dir) / ckpt_lib.CHECKPOINT_NAME
+    if not ckpt_path.exists():
+        return None, ckpt_path
+    if not resume:
+        raise ValueError(f"{out_dir} already holds a run ({ckpt_path}); pass resume=True "
+                         f"(CLI: --resume) to continue it, or choose another out_dir")
+    ckpt = ckpt_lib.load_checkpoint(ckpt_path)
+    _check_resumable(ckpt, model_config, objective_config, config)
+    return ckpt, ckpt_path
+
+
+class _Step:
+    """One optimisation step, with everything the config decides about it: the model (its
+    initial or restored weights, on the device, in channels-last memory for convolutions), the
+    objective, Adam, the arithmetic (:func:`precision`: autocast, and a gradient scaler for
+    fp16) and ``torch.compile``. ``next_batch`` is set once the data are on the device."""
+
+    def __init__(self, model_config, objective_config, dataset, config: TrainConfig,
+                 device: torch.device, ckpt: dict | None):
+        seed_everything(config.seed)             # the initial weights depend on the seed only
+        self.model = model = build_model(model_config)
+        self.objective = build_objective(objective_config, decoder=model_config.decoder)
+        size = getattr(objective_config, "dataset_size", None)
+        if size is not None and hasattr(dataset, "__len__") and size != len(dataset):
+            warnings.warn(f"objective_config.dataset_size={size} but the dataset has "
+                          f"{len(dataset)} images; the total-correlation estimator assumes "
+                          f"dataset_size = N", UserWarning, stacklevel=3)
+        if ckpt is not None:
+            ckpt_lib.load_weights(model, ckpt)
+        model.to(device)
+        # NHWC is what cuDNN's and oneDNN's fast convolution kernels want (1.1x on the CPU here)
+        self.channels_last = config.channels_last is not False and _has_conv(model)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        self.precision = precision(config, device)
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        # fp16 underflows small gradients: they are scaled up before backward
+        self.scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
+        if self.precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+            warnings.warn("TrainConfig.amp=True on a CPU without bf16 instructions: bf16 is "
+                          "emulated there and slower than fp32; leave amp=None (automatic)",
+                          UserWarning, stacklevel=3)
+        self.forward = _compiled(model, device) if config.compile else model
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True   # fixed shapes: pick the fastest conv once
+        self.device, self.next_batch = device, None
+
+    def losses(self, step: int) -> dict:
+        """The loss terms of ``step``: draw its batch, run the model, apply the objective (in
+        fp32 on fp32 copies of the outputs: sums over 4096 pixels lose too much in 16 bits)."""
+        x = self.next_batch().to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.amp_dtype is None:
+            return self.objective(self.forward(x), x, step)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype):
+            out = self.forward(x)
+        return self.objective(_to_float32(out), x, step)
+
+    def update(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+
+    def settings(self) -> dict:
+        """How the step computes, for the checkpoint (and a warning if a resume changes it)."""
+        compiled = isinstance(self.forward, _Compiled) and self.forward.fn is not self.model
+        return {"precision": self.precision, "channels_last": self.channels_last,
+                "compiled": compiled}
+
+
+def _data_on_device(dataset, model_config, objective, device: torch.device,
+                    ckpt: dict | None, ckpt_path: Path | None):
+    """The dataset on the training device (moved once, not per batch), checked once; a run
+    directory cleaned of what a killed process left."""
+    if hasattr(dataset, "to") and not _same_device(getattr(dataset, "device", device), device):
+        dataset = dataset.to(device)
+    _check_dataset(dataset, model_config)
+    if model_config.decoder == "bernoulli":      # Bernoulli targets in [0, 1]: checked once
+        _check_bernoulli_targets(dataset)
+        if hasattr(objective, "check_range"):    # here, not on the device at every step
+            objective.check_range = False
+    if ckpt is not None:
+        _check_same_dataset(ckpt, dataset)
+    if ckpt_path is not None:
+        # Leftovers of a process killed mid-write (up to a checkpoint's size each), and a
+        # history.json one entry short when the kill fell between the checkpoint's rename and the
+        # history's: the checkpoint is the record, history.json its readable copy.
+        ckpt_lib.remove_stale_temporaries(ckpt_path.parent)
+        if ckpt is not None:
+            ckpt_lib.write_json(ckpt_path.with_name(ckpt_lib.HISTORY_NAME), ckpt["history"])
+    return dataset
+
+
+def _restore(ckpt: dict | None, ckpt_path: Path | None, step: _Step,
+             generator: torch.Generator, seed: int) -> tuple[int, dict]:
+    """(first step, history) of the run: 0 and {} for a new one; for a resumed one the
+    optimiser, the gradient scaler and the batch generator continue where they stopped."""
+    if ckpt is None:
+        return 0, {}
+    start, history = ckpt["step"], ckpt["history"]
+    step.optimizer.load_state_dict(ckpt["optimizer"])
+    if step.scaler is not None and ckpt.get("scaler"):
+        step.scaler.load_state_dict(ckpt["scaler"])
+    if not ckpt_lib.set_rng_state(ckpt["rng"], generator):
+        warnings.warn(f"{ckpt_path} was written on another kind of device; the batch "
+                      f"generator is reseeded, so the continuation is not bitwise identical",
+                      UserWarning, stacklevel=3)
+        generator.manual_seed(seed + start)
+    return start, history
+
+
+class _RunClock:
+    """Wall and CPU time summed over a run's sessions, the device and the step's settings: the
+    ``extra`` a checkpoint carries for the zoo's manifests. A resume that computes differently
+    (another precision, layout or compilation) is warned about: it rounds differently."""
+
+    def __init__(self, ckpt: dict | None, ckpt_path: Path | None, dataset, device: torch.device,
+                 step: _Step):
+        prior = ckpt.get("extra", {}) if ckpt else {}
+        self.prior_wall = float(prior.get("wall_seconds", 0.0))
+        self.prior_cpu = float(prior.get("cpu_seconds", 0.0))
+        self.dataset, self.step = repr(dataset), step
+        self.device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                            else f"{device.type} ({torch.get_num_threads()} threads)")
+        now = step.settings()
+        changed = {k: (prior[k], now[k]) for k in now if k in prior and prior[k] != now[k]}
+        if changed:
+            warnings.warn(f"{ckpt_path} was trained with "
+                          + ", ".join(f"{k}={a!r}" for k, (a, b) in changed.items())
+                          + "; this session uses "
+                          + ", ".join(f"{k}={b!r}" for k, (a, b) in changed.items())
+                          + ", so the continuation rounds differently from an uninterrupted run",
+                          UserWarning, stacklevel=3)
+        self.start()
+
+    def start(self) -> None:
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def extra(self) -> dict:
+        return {"dataset": self.dataset, "device": self.device_name, **self.step.settings(),
+                "wall_seconds": self.prior_wall + time.perf_counter() - self.t0,
+                "cpu_seconds": self.prior_cpu + time.process_time() - self.c0}  # all threads
 
 
 #: A run of at least this many steps announces, after its first few hundred, how long it will

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from bvae_lib import checkpoint, objectives
+from bvae_lib import train as train_lib
 from bvae_lib.data import DSprites, TensorImages
 from bvae_lib.models import ModelConfig, build_model
 from bvae_lib.objectives import BetaVAEConfig
@@ -164,7 +165,7 @@ def test_nan_loss_names_step_and_term_and_keeps_last_good_checkpoint(dsprites, t
             return terms
         return call
 
-    monkeypatch.setattr(objectives, "build_objective", poisoned)
+    monkeypatch.setattr(train_lib, "build_objective", poisoned)   # what train() calls
     config = tiny(4, log_every=2, checkpoint_every=2)
     with pytest.raises(NonFiniteLossError, match=r"step 3.*loss=nan.*kl=nan"):
         train(MODEL, OBJECTIVE, dsprites, config, out_dir=tmp_path)
