@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -150,3 +151,25 @@ def test_zoo_train_trains_with_the_recipe_and_exports_with_its_command(tmp_path,
     assert info["model_config"]["init"] == "pytorch"
     assert set(info["training"]) == {"precision", "channels_last", "compiled"}
     assert set(info["metrics"]) == set(TINY_METRICS)
+
+
+@pytest.mark.parametrize("config", [ModelConfig(latent_dim=4),
+                                    ModelConfig(latent_dim=3, categorical_dims=(3,))],
+                         ids=["vae", "joint_vae"])
+def test_showcase_measures_what_a_shipped_model_must_show(config):
+    from bvae_lib.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    m = zoo.showcase(model, num_images=300)
+    assert m["images"] == 300 and m["recon_nats"] > 0
+    assert 0 <= m["active_latents"] <= config.latent_dim
+    assert len(m["kl_per_latent"]) == config.latent_dim
+    assert 0 <= m["shape_in_reconstruction"] <= 1
+    assert set(m["factors"]) == set(DSprites().factor_names)
+    for f in m["factors"].values():
+        assert 0 <= f["latent"] < config.latent_dim and 0 <= f["gap"] <= f["nmi"] <= 1
+    assert m["mig"] == pytest.approx(np.mean([f["gap"] for f in m["factors"].values()]),
+                                     abs=1e-3)
+    assert ("category_shape_accuracy" in m) == bool(config.categorical_dims)
+    assert zoo.showcase(model, num_images=300) == m    # the images are drawn with a seed
