@@ -28,6 +28,7 @@ from sklearn.decomposition import PCA, FastICA
 from sklearn.pipeline import make_pipeline
 
 from .data import GroundTruthDataset
+from ._validate import is_int
 
 __all__ = ["Representation", "raw_pixels", "fit_pca", "fit_ica", "untrained_encoder",
            "identity", "IdentityObservations"]
@@ -63,7 +64,7 @@ def raw_pixels() -> Representation:
 
 
 def _training_images(dataset, num_images: int, seed: int) -> np.ndarray:
-    if isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)) \
+    if not is_int(num_images) \
             or num_images < 2:
         raise ValueError(f"num_images must be an integer >= 2, got {num_images!r}")
     generator = torch.Generator().manual_seed(seed)
@@ -76,7 +77,7 @@ def _training_images(dataset, num_images: int, seed: int) -> np.ndarray:
 
 
 def _check_components(num_components, num_images) -> int:
-    if isinstance(num_components, bool) or not isinstance(num_components, (int, np.integer)) \
+    if not is_int(num_components) \
             or not 1 <= num_components <= num_images:
         raise ValueError(f"num_components must be an integer in [1, num_images={num_images}], "
                          f"got {num_components!r}")

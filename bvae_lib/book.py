@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._validate import is_int
+
 __all__ = [
     "setup_notebook",
     "in_colab",
@@ -176,7 +178,7 @@ def setup_notebook(seed: int = 0) -> torch.device:
     * returns ``cuda`` when a CUDA GPU is visible (Colab), else ``cpu``. Apple's MPS is not chosen:
       the chapters' numbers are tested on CPU and CUDA only.
     """
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+    if not is_int(seed):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     seed = int(seed)
     random.seed(seed)

@@ -40,6 +40,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ._validate import is_int
+
 __all__ = [
     "CHECKPOINT_NAME",
     "HISTORY_NAME",
@@ -337,9 +339,6 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     return ckpt
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
 
 def _structure_problems(ckpt: dict) -> list[str]:
     """What is malformed in a checkpoint's fields, as ``"field: expected ..., got ..."``.
@@ -361,7 +360,7 @@ def _structure_problems(ckpt: dict) -> list[str]:
             bad.append(f"{field}: expected {what}, got {got}")
         return ok
 
-    expect(_is_int(ckpt["format_version"]), "format_version", "an integer",
+    expect(is_int(ckpt["format_version"]), "format_version", "an integer",
            ckpt["format_version"])
     expect(isinstance(ckpt["library_version"], str), "library_version", "a string",
            ckpt["library_version"])
@@ -371,7 +370,7 @@ def _structure_problems(ckpt: dict) -> list[str]:
     if expect(isinstance(obj, dict), "objective_config", "a dict of config fields", obj):
         expect(isinstance(obj.get("name"), str), "objective_config['name']",
                "the objective's name", obj.get("name"))
-    expect(_is_int(ckpt["step"]) and ckpt["step"] >= 0, "step",
+    expect(is_int(ckpt["step"]) and ckpt["step"] >= 0, "step",
            "a non-negative integer", ckpt["step"])
     model = ckpt["model"]
     if expect(isinstance(model, dict) and len(model) > 0, "model", "a state_dict (names -> "
@@ -414,15 +413,15 @@ def _rng_problems(rng) -> list[str]:
     np_state = rng.get("numpy")
     if not (isinstance(np_state, dict) and isinstance(np_state.get("name"), str)
             and isinstance(np_state.get("keys"), torch.Tensor)
-            and np_state["keys"].numel() == 624 and _is_int(np_state.get("pos"))
-            and _is_int(np_state.get("has_gauss"))
+            and np_state["keys"].numel() == 624 and is_int(np_state.get("pos"))
+            and is_int(np_state.get("has_gauss"))
             and isinstance(np_state.get("cached_gaussian"), (int, float))):
         bad.append("rng['numpy']: expected numpy's MT19937 state (name, 624 keys, pos, "
                    "has_gauss, cached_gaussian)")
     py = rng.get("python")
-    if not (isinstance(py, dict) and _is_int(py.get("version"))
+    if not (isinstance(py, dict) and is_int(py.get("version"))
             and isinstance(py.get("state"), (list, tuple)) and len(py["state"]) == 625
-            and all(_is_int(v) for v in py["state"])
+            and all(is_int(v) for v in py["state"])
             and (py.get("gauss_next") is None or isinstance(py["gauss_next"], (int, float)))):
         bad.append("rng['python']: expected random.getstate() (version, 625 integers, "
                    "gauss_next)")

@@ -36,10 +36,11 @@ import functools
 import math
 import os
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
+
+from ._validate import is_int
 
 __all__ = [
     "GroundTruthDataset",
@@ -54,8 +55,6 @@ __all__ = [
 
 DSPRITES_FILENAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
 DSPRITES_URL = "https://github.com/google-deepmind/dsprites-dataset"
-
-IndexLike = "int | Sequence[int] | np.ndarray | torch.Tensor"
 
 
 def _as_index_tensor(values, name: str, device) -> torch.Tensor:
@@ -148,7 +147,7 @@ class GroundTruthDataset:
         With a ``generator`` the draw is reproducible; it is made on the generator's device and
         returned on the dataset's.
         """
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
+        if not is_int(n) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
         # each column is drawn, then all are stacked: 2 K int64 numbers per combination
         _check_fits(int(n), 2 * self.num_factors * 8, "factor combinations", self.device)
@@ -225,7 +224,6 @@ def _check_fits(n: int, bytes_each: int, what: str, device) -> None:
 #: objects stay (almost) inside it at the extreme positions.
 POSITION_RANGE = (12.0, 51.0)   # centre in pixels for position 0 and position 1
 RADIUS_AT_SCALE_1 = 12.0        # farthest point of a shape from its centre, at scale 1
-SHAPES = ("square", "ellipse", "heart")
 
 
 class DSprites(GroundTruthDataset):
@@ -522,7 +520,7 @@ class TensorImages:
 
 def _check_limit(limit) -> None:
     # 0 would read as "no limit" and a negative one would slice off the end: refuse both.
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer))
+    if limit is not None and (not is_int(limit)
                               or limit < 1):
         raise ValueError(f"limit must be None (every image) or a positive number of images, "
                          f"got {limit!r}")

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from .distributions import gumbel_softmax_sample, reparameterize
+from ._validate import is_int
 
 __all__ = ["ModelConfig", "VAE", "JointVAE", "build_model", "stored_model_config",
            "ARCHITECTURES", "DECODERS", "INITS"]
@@ -82,7 +83,7 @@ class ModelConfig:
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}; use "
                              f"'bernoulli' for binary images and 'gaussian' for grey/colour ones")
-        if not _is_int(self.latent_dim) or self.latent_dim < 1:
+        if not is_int(self.latent_dim) or self.latent_dim < 1:
             raise ValueError(f"latent_dim must be a positive integer, got {self.latent_dim!r}")
         # A checkpoint read back from JSON gives a list: store a tuple so configs compare equal.
         if isinstance(self.categorical_dims, (int, np.integer)):
@@ -90,7 +91,7 @@ class ModelConfig:
                              f"got the integer {self.categorical_dims}")
         self.categorical_dims = tuple(self.categorical_dims)
         for k in self.categorical_dims:
-            if not _is_int(k) or k < 2:
+            if not is_int(k) or k < 2:
                 raise ValueError(f"categorical_dims must hold integers >= 2 (categories of each "
                                  f"discrete latent), got {self.categorical_dims!r}")
         self.categorical_dims = tuple(int(k) for k in self.categorical_dims)
@@ -99,7 +100,7 @@ class ModelConfig:
                 and math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0, got "
                              f"{self.temperature!r}; Dupont 2018 uses 0.67")
-        if not _is_int(self.channels) or self.channels < 1:
+        if not is_int(self.channels) or self.channels < 1:
             raise ValueError(f"channels must be a positive integer (1 for dSprites, 3 for "
                              f"CelebA), got {self.channels!r}")
         if self.init not in INITS:
@@ -125,9 +126,6 @@ def stored_model_config(config: dict) -> dict:
     out.setdefault("init", LEGACY_INIT)
     return out
 
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from .distributions import (LOG_2PI, categorical_kl_uniform, gaussian_kl,
                             gaussian_log_density)
+from ._validate import is_int
 
 __all__ = [
     "BetaVAEConfig", "AnnealedVAEConfig", "BetaTCVAEConfig", "JointVAEConfig",
@@ -54,7 +55,7 @@ def _check_nonneg(name: str, value, hint: str = "") -> None:
 
 
 def _check_positive_int(name: str, value) -> None:
-    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0):
+    if not (is_int(value) and value > 0):
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
@@ -370,6 +371,8 @@ class Objective:
     dict, ``x`` the batch it was computed from, ``step`` the global training step."""
 
     config = None
+    #: whether the objective regularises categorical latents (a JointVAE model's ``logits``)
+    categorical = False
     #: check Bernoulli targets in [0, 1] at every call (the training loop checks its data once)
     check_range = True
 
@@ -381,7 +384,7 @@ class Objective:
         self.decoder = decoder
 
     def __call__(self, out: dict, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 0:
+        if not is_int(step) or step < 0:
             raise ValueError(f"step must be a non-negative integer (the global training step), "
                              f"got {step!r}")
         for key in ("recon", "mu", "logvar", "z"):
@@ -391,7 +394,7 @@ class Objective:
         if out["mu"].shape[1] != out["z"].shape[1]:
             raise ValueError(f"out['z'] has {out['z'].shape[1]} latents but out['mu'] has "
                              f"{out['mu'].shape[1]}: the latent sizes must match")
-        wants_logits = isinstance(self, JointVAELoss)
+        wants_logits = self.categorical
         has_logits = bool(out.get("logits"))
         if has_logits and not wants_logits:
             raise ValueError(f"{type(self.config).__name__} does not regularise categorical "
@@ -453,6 +456,8 @@ class JointVAELoss(Objective):
     KL(q(c|x) || Uniform(k)), with q(c|x) = softmax(logits). ``kl`` = KL_cont + KL_disc and
     ``kl_per_latent`` covers the continuous latents; ``capacity`` is C_cont(t) and
     ``capacity_disc`` C_disc(t) after clipping at sum_i log k_i."""
+
+    categorical = True
 
     def terms(self, out, terms, step):
         c = self.config

@@ -37,7 +37,6 @@ overrides both, e.g. ``BVAE_STEPS=50 make test`` or ``BVAE_STEPS=300000`` in Col
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import random
@@ -53,6 +52,7 @@ from tqdm.auto import tqdm
 
 from bvae_lib import checkpoint as ckpt_lib
 from bvae_lib.models import ModelConfig, build_model
+from bvae_lib._validate import is_int
 from bvae_lib.objectives import build_objective, objective_config_from_dict
 
 __all__ = [
@@ -66,7 +66,6 @@ __all__ = [
     "COLAB_STEPS_PER_SECOND",
     "seed_everything",
     "progress_enabled",
-    "load_history",
     "PAPER_STEPS",
     "PAPER_BATCH_SIZE",
 ]
@@ -103,11 +102,11 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
-        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
+        if not is_int(self.seed):
             raise ValueError(f"TrainConfig.seed must be an integer, got {self.seed!r}")
         # plain Python numbers: numpy scalars would not load with torch.load(weights_only=True)
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "seed"):
@@ -871,15 +870,3 @@ def _stopped(ckpt_path: Path | None, saved_step: int | None) -> str:
         return f"Training stopped before its first checkpoint. {advice}."
     return (f"Training stopped; the last checkpoint, {ckpt_path} at step {saved_step}, is "
             f"intact. {advice} (resuming with the same settings repeats the same steps).")
-
-
-def load_history(path: str | os.PathLike) -> dict:
-    """The history written next to a checkpoint (``path``: the run directory or the json)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / ckpt_lib.HISTORY_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no training history at {path}; it is written by train(..., "
-                                f"out_dir=DIR) as DIR/{ckpt_lib.HISTORY_NAME}")
-    with open(path) as f:
-        return json.load(f)

@@ -132,6 +132,10 @@ def latent_kl(model, x) -> np.ndarray:
     """Mean over the batch ``x`` of KL(q(z_j|x) || N(0, 1)) for each continuous latent j, (d,)
     in nats. The per-latent "rate": a latent with KL ~ 0 carries no information about x."""
     mu, logvar, _ = _encode(model, _as_batch(x, model))
+    return _mean_kl(mu, logvar)
+
+
+def _mean_kl(mu: torch.Tensor, logvar: torch.Tensor) -> np.ndarray:
     return gaussian_kl(mu, logvar).mean(0).cpu().double().numpy()
 
 
@@ -171,7 +175,7 @@ def traversal_images(model, x, *, values: Sequence[float] | None = None, n_steps
                          f"{values!r:.80}")
     x = _as_batch(x, model)
     mu, logvar, onehots = _encode(model, x)
-    kl = gaussian_kl(mu, logvar).mean(0).cpu().double().numpy()
+    kl = _mean_kl(mu, logvar)
     order = _latent_order(kl, latents, n_latents)
     values = torch.as_tensor(values)
     base = torch.cat([mu[:1], *[c[:1] for c in onehots]], dim=1)          # (1, code_dim)
@@ -572,7 +576,7 @@ def interactive_traversal(model, x, *, n_latents: int | None = None,
                           "'bvae-lib[notebook]' (or pip install ipywidgets)") from e
     xb = _as_batch(x, model)
     mu, logvar, onehots = _encode(model, xb)
-    kl = gaussian_kl(mu, logvar).mean(0).cpu().double().numpy()
+    kl = _mean_kl(mu, logvar)
     order = _latent_order(kl, None, n_latents)
     base = torch.cat([mu[:1], *[c[:1] for c in onehots]], dim=1)
 

@@ -25,13 +25,14 @@ recomputes every recorded metric from the shipped weights. In Python::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import sys
 from pathlib import Path
 
 import torch
+
+from ._validate import is_int
 
 __all__ = ["PRETRAINED_DIR", "METRIC_SETTINGS", "RECIPES", "available", "manifest", "load",
            "export", "evaluate", "verify", "train_command", "train_zoo", "showcase"]
@@ -278,7 +279,7 @@ def train_command(name: str, steps: int, out: str | Path, device: str = "auto") 
     steps into ``out`` (see :data:`RECIPES`)."""
     if name not in RECIPES:
         raise ValueError(f"no zoo recipe named {name!r}; the recipes are {sorted(RECIPES)}")
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+    if not is_int(steps) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     args = RECIPES[name][1].format(steps=steps)
     return (f"python -m bvae_lib train {args} {RECIPE_COMMON} --steps {steps} --device {device} "

@@ -6,7 +6,7 @@ import torch
 
 from bvae_lib.data import DSprites
 from bvae_lib.metrics import (factor_alignment, matched_accuracy, mig_from_codes,
-                              shape_in_reconstruction, switch_on_order)
+                              shape_in_reconstruction)
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +49,3 @@ def test_shape_in_reconstruction_is_one_for_the_images_and_chance_for_a_blur(dsp
     assert shape_in_reconstruction(blur, v, dsprites) < 0.5     # all ties: argmin picks class 0
     with pytest.raises(ValueError, match="probabilities"):
         shape_in_reconstruction(x * 3 - 1, v, dsprites)
-
-
-def test_switch_on_order_reads_the_kl_history():
-    kl = np.array([[0.0, 0.0, 0.0], [0.9, 0.0, 0.1], [1.0, 0.0, 0.7], [1.0, 0.1, 2.0]])
-    assert switch_on_order(kl) == [(0, 1), (2, 2)]
-    with pytest.raises(ValueError, match="finite"):
-        switch_on_order([[np.nan]])

@@ -15,15 +15,15 @@ module          functions                                            paper
 ``dci``         :func:`dci`, :func:`dci_from_codes`                  Eastwood & Williams 2018
 ``sap``         :func:`sap`, :func:`sap_from_codes`                  Kumar et al. 2018
 ``alignment``   :func:`factor_alignment`, :func:`matched_accuracy`,  what a traversal is read
-                :func:`shape_in_reconstruction`,                     with (per factor: best
-                :func:`switch_on_order`                              latent, NMI, gap)
+                :func:`shape_in_reconstruction`                      with (per factor: best
+                                                                     latent, NMI, gap)
 ==============  ===================================================  ===========================
 
 Every function takes a ``seed``: the same seed gives the same score.
 """
 
 from .alignment import (Alignment, MatchedAccuracy, factor_alignment, matched_accuracy,
-                        shape_in_reconstruction, switch_on_order)
+                        shape_in_reconstruction)
 from .beta_vae import HIGGINS_FACTORS, BetaVAEScore, beta_vae_score
 from .dci import DCIResult, dci, dci_from_codes
 from .factor_vae import FactorVAEScore, factor_vae_score
@@ -37,5 +37,5 @@ __all__ = [
     "dci", "dci_from_codes", "DCIResult",
     "sap", "sap_from_codes", "SAPResult",
     "factor_alignment", "Alignment", "matched_accuracy", "MatchedAccuracy",
-    "shape_in_reconstruction", "switch_on_order",
+    "shape_in_reconstruction",
 ]

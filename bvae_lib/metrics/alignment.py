@@ -15,8 +15,9 @@ way.
   classes (Hungarian algorithm): a categorical latent's categories carry no names;
 * :func:`shape_in_reconstruction` -- the fraction of reconstructions nearer (L2) to their own
   pose drawn as their true shape than as any other shape: does the decoder draw the shape?
-* :func:`switch_on_order` -- the order in which latents' KL first exceeds a threshold during
-  training (Burgess et al. 2018's reading of capacity annealing).
+
+(The order in which latents switch on during training is read from a run's history by
+:func:`bvae_lib.viz.switch_on_steps`.)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .mig import mig_from_codes
 from .utils import check_int
 
 __all__ = ["Alignment", "factor_alignment", "MatchedAccuracy", "matched_accuracy",
-           "shape_in_reconstruction", "switch_on_order"]
+           "shape_in_reconstruction"]
 
 
 @dataclass
@@ -135,16 +136,3 @@ def shape_in_reconstruction(reconstructions, factor_classes, dataset,
         distances.append(((r - drawn) ** 2).sum(1))
     nearest = torch.stack(distances, 1).argmin(1)
     return float((nearest == f[:, k]).float().mean())
-
-
-def switch_on_order(kl_history, threshold: float = 0.5) -> list[tuple[int, int]]:
-    """``[(latent, first log index at which its KL exceeds threshold), ...]`` sorted by that
-    index (ties: by the final KL, larger first); latents that never exceed it are left out.
-    ``kl_history`` (logs, d) is a run's ``history["kl_per_latent"]``."""
-    kl = np.asarray(kl_history, dtype=float)
-    if kl.ndim != 2 or kl.shape[0] == 0 or not np.isfinite(kl).all():
-        raise ValueError(f"kl_history must be a finite (logs, latents) array, got shape "
-                         f"{kl.shape}")
-    above = kl > threshold
-    on = [(j, int(np.argmax(above[:, j]))) for j in range(kl.shape[1]) if above[:, j].any()]
-    return sorted(on, key=lambda t: (t[1], -kl[-1, t[0]]))

@@ -17,6 +17,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .._validate import is_int
+
 #: Images rendered at once. Large enough that the renderer's per-call overhead vanishes,
 #: small enough to stay bounded in memory: 8192 x 64 x 64 float32 is 128 MB.
 RENDER_CHUNK = 8192
@@ -28,7 +30,7 @@ Representation = Callable[[torch.Tensor], "torch.Tensor | np.ndarray"]
 
 def check_int(value, name: str, minimum: int = 1) -> int:
     """``value`` as an int >= ``minimum``, or a ValueError naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
@@ -36,7 +38,7 @@ def check_int(value, name: str, minimum: int = 1) -> int:
 def make_generator(seed: int) -> torch.Generator:
     """A CPU torch.Generator seeded with ``seed``: all factor sampling goes through it, so the
     same seed gives the same factors (and so the same score) on any device."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    if not is_int(seed):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     return torch.Generator().manual_seed(int(seed))
 
@@ -72,7 +74,7 @@ def resolve_factors(dataset, factors: "Sequence[str | int] | None") -> list[int]
                 raise ValueError(f"factor '{f}' does not exist in this dataset; "
                                  f"choose among {names} (or pass their indices)")
             out.append(names.index(f))
-        elif isinstance(f, (int, np.integer)) and not isinstance(f, bool):
+        elif is_int(f):
             if not 0 <= f < len(names):
                 raise ValueError(f"factor index {f} is out of range: the dataset has "
                                  f"{len(names)} factors {names}")
