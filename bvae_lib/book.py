@@ -651,6 +651,16 @@ def _notebooks(args_paths: list[str]) -> list[Path]:
     return paths
 
 
+#: What the notebook runner imports beyond the library's own dependencies (the ``book`` extra).
+BOOK_MODULES = ("nbformat", "nbclient", "jupyter_client", "traitlets", "yaml", "ipykernel")
+
+
+def _missing_book_dependencies() -> list[str]:
+    import importlib.util
+
+    return [m for m in BOOK_MODULES if importlib.util.find_spec(m) is None]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bvae_lib.book",
@@ -663,6 +673,12 @@ def main(argv: list[str] | None = None) -> int:
     ck = sub.add_parser("check", help="verify badges, setup cells, stored outputs, nbval coverage")
     ck.add_argument("notebooks", nargs="*", metavar="NOTEBOOK")
     args = parser.parse_args(argv)
+    missing = _missing_book_dependencies()
+    if missing:
+        print(f"error: python -m bvae_lib.book needs {', '.join(missing)}, which a plain install "
+              f"of the library does not bring: pip install 'bvae-lib[book]' (or, in this "
+              f"repository, make setup)", file=sys.stderr)
+        return 2
 
     if args.command == "execute":
         for path in _notebooks(args.notebooks):
