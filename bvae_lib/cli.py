@@ -27,16 +27,6 @@ __all__ = ["main", "build_parser"]
 
 RUN_FILE = "run.json"          # the CLI's own record of a run: how to rebuild its dataset
 DATASETS = ("dsprites", "dsprites-file", "mnist", "celeba")
-METRICS = ("beta_vae", "mig", "factor_vae")
-_METRIC_FUNCTIONS = {"beta_vae": "beta_vae_score", "mig": "mig", "factor_vae": "factor_vae_score"}
-# `evaluate --fast`: sample sizes for a quick look on a CPU. The papers' sizes are the metrics'
-# own defaults (beta-VAE metric 10,000 + 5,000 points of L = 64 pairs; FactorVAE 10,000 + 5,000
-# votes; MIG 10,000 images); these are ~50x smaller, so the scores are noisier.
-FAST_SIZES = {
-    "beta_vae": dict(num_train=200, num_eval=100),
-    "factor_vae": dict(num_train=200, num_eval=100, num_variance_estimate=2_000),
-    "mig": dict(num_points=2_000),
-}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,6 +43,13 @@ def _objective_classes() -> dict:
                 and isinstance(getattr(obj, "name", None), str)):
             found[obj.name] = obj
     return found
+
+
+def _metric_registry() -> dict:
+    """bvae_lib.metrics.registry.REGISTRY (imported when needed: it pulls in torch and sklearn)."""
+    from bvae_lib.metrics.registry import REGISTRY
+
+    return REGISTRY
 
 
 def _flag(name: str) -> str:
@@ -225,8 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Score the model of a run on dSprites with bvae_lib.metrics "
                                     "and print the scores as JSON.")
     ev.add_argument("run", metavar="RUN", help="run directory or checkpoint file")
-    ev.add_argument("--metrics", default=",".join(METRICS),
-                    help=f"comma-separated, from {', '.join(METRICS)} (default: all)")
+    metric_names = tuple(_metric_registry())
+    ev.add_argument("--metrics", default=",".join(metric_names),
+                    help=f"comma-separated, from {', '.join(metric_names)} (default: all)")
     ev.add_argument("--data", metavar="NPZ", help="official dSprites .npz (default: the "
                                                   "procedural replica)")
     ev.add_argument("--seed", type=int, default=0, help="random seed of the metrics")
@@ -403,13 +401,14 @@ def _cmd_evaluate(args) -> int:
     from bvae_lib import data as data_lib
     from bvae_lib.train import pick_device
 
+    registry = _metric_registry()
     names = [m.strip() for m in args.metrics.split(",") if m.strip()]
     try:
-        names = [_choice(m, METRICS, "--metrics") for m in names]
+        names = [_choice(m, tuple(registry), "--metrics") for m in names]
     except ValueError:
         names = []
     if not names:
-        raise ValueError(f"--metrics must be a comma-separated list from {', '.join(METRICS)}, "
+        raise ValueError(f"--metrics must be a comma-separated list from {', '.join(registry)}, "
                          f"got {args.metrics!r}")
     if args.out is not None:
         _output_path(args.out, "--out", example="scores.json")
@@ -419,35 +418,20 @@ def _cmd_evaluate(args) -> int:
         raise ValueError(f"{args.run}: the metrics need a dSprites model (1 x 64 x 64 images), "
                          f"this one takes {model.config.channels} x {model.config.image_size}^2")
     dataset = data_lib.DSpritesFile(args.data) if args.data else data_lib.DSprites(device)
-    from bvae_lib import metrics
+    from bvae_lib.metrics.registry import to_json
 
     scores = {}
     for name in names:
-        metric = getattr(metrics, _METRIC_FUNCTIONS[name])
-        sizes = FAST_SIZES[name] if args.fast else {}      # else the metric's (papers') sizes
+        metric = registry[name]
+        sizes = metric.fast if args.fast else {}     # else the metric's (the papers') sizes
         # model.representation: posterior means, no gradients, images moved to the model
-        result = metric(model.representation, dataset, seed=args.seed, **sizes)
-        scores[name] = _jsonable(result)
+        result = metric.function(model.representation, dataset, seed=args.seed, **sizes)
+        scores[name] = to_json(result)
     text = json.dumps(scores, indent=1)
     print(text)
     if args.out:
         ckpt_lib.write_json(args.out, scores)
     return 0
-
-
-def _jsonable(value):
-    """Metric results (floats, numpy/torch scalars, dicts, dataclasses) -> JSON values."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, (int, float, str, bool)) or value is None:
-        return value
-    return str(value)
 
 
 def _cmd_traverse(args) -> int:

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from ._validate import is_int
+from .metrics.registry import REGISTRY
 
 __all__ = ["PRETRAINED_DIR", "METRIC_SETTINGS", "RECIPES", "available", "manifest", "load",
            "export", "evaluate", "verify", "train_command", "train_zoo", "showcase"]
@@ -41,15 +42,11 @@ PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 WEIGHTS_NAME, MANIFEST_NAME = "weights.pt", "manifest.json"
 FORMAT = "bvae_lib.pretrained"
 
-#: The metrics recorded in every manifest, with their sample sizes. These are smaller than the
-#: papers' (the beta-VAE metric's defaults encode 1.9 million images, an hour on this CPU), so
-#: that `verify` and the test that recomputes them run in about a minute; the sizes are written
-#: into each manifest next to the scores. MIG uses disentanglement_lib's own defaults.
-METRIC_SETTINGS = {
-    "mig": dict(num_points=10_000, num_bins=20),
-    "factor_vae": dict(num_train=300, num_eval=150, num_variance_estimate=5_000),
-    "beta_vae": dict(num_train=300, num_eval=150),
-}
+#: The metrics recorded in every manifest, with their sample sizes: the ``zoo`` sizes of
+#: ``bvae_lib.metrics.registry`` (smaller than the papers', so that `verify` and the test that
+#: recomputes them run in about a minute; the sizes are written into each manifest next to the
+#: scores). MIG uses disentanglement_lib's own defaults.
+METRIC_SETTINGS = {name: dict(REGISTRY[name].zoo) for name in ("mig", "factor_vae", "beta_vae")}
 METRIC_SEED = 0
 
 #: How each shipped model is trained: (description, the ``python -m bvae_lib train`` arguments
@@ -142,17 +139,14 @@ def load(name: str, device: str | torch.device | None = None, root: str | Path |
 
 def evaluate(model, settings: dict | None = None, seed: int = METRIC_SEED) -> dict:
     """The manifest's metrics of ``model`` on the procedural dSprites, with their settings."""
-    from bvae_lib import metrics
     from bvae_lib.data import DSprites
 
     settings = METRIC_SETTINGS if settings is None else settings
     device = next(model.parameters()).device
     dataset = DSprites(device)
-    functions = {"mig": metrics.mig, "factor_vae": metrics.factor_vae_score,
-                 "beta_vae": metrics.beta_vae_score}
     out = {}
     for name, kwargs in settings.items():
-        result = functions[name](model.representation, dataset, seed=seed, **kwargs)
+        result = REGISTRY[name].function(model.representation, dataset, seed=seed, **kwargs)
         entry = {"score": float(result.score), "settings": {**kwargs, "seed": seed}}
         if name == "mig":
             entry["gaps"] = {f: float(g) for f, g in zip(result.factors, result.gaps)}

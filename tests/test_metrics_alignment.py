@@ -49,3 +49,15 @@ def test_shape_in_reconstruction_is_one_for_the_images_and_chance_for_a_blur(dsp
     assert shape_in_reconstruction(blur, v, dsprites) < 0.5     # all ties: argmin picks class 0
     with pytest.raises(ValueError, match="probabilities"):
         shape_in_reconstruction(x * 3 - 1, v, dsprites)
+
+
+def test_one_metric_registry_serves_the_cli_and_the_zoo():
+    from bvae_lib import zoo
+    from bvae_lib.metrics.registry import REGISTRY, to_json
+
+    assert set(zoo.METRIC_SETTINGS) == set(REGISTRY)
+    for name, metric in REGISTRY.items():
+        assert zoo.METRIC_SETTINGS[name] == metric.zoo
+        assert set(metric.fast) <= set(metric.zoo) | {"num_variance_estimate", "num_points"}
+    assert to_json({"a": np.float32(0.5), "b": np.arange(2), "c": (1, "x")}) == \
+        {"a": 0.5, "b": [0, 1], "c": [1, "x"]}
