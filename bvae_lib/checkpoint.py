@@ -52,6 +52,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "load_model",
+    "model_from_state",
     "load_weights",
     "resolve_checkpoint_path",
     "rng_state",
@@ -497,16 +498,28 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
 
     ``device``: where to put it (default: the CPU).
     """
-    from bvae_lib.models import ModelConfig, build_model
-
     ckpt = load_checkpoint(path)
-    cfg = ckpt["model_config"]
+    return model_from_state(ckpt["model_config"], ckpt["model"], ckpt["path"],
+                            ckpt["library_version"], device)
+
+
+def model_from_state(model_config: dict, state: dict, where: str, written_by: str | None = None,
+                     device: str | torch.device | None = None):
+    """The one way a stored model is rebuilt (a checkpoint, a shipped model of the zoo): the
+    config checked for fields this version does not know (a config written by a newer library),
+    read back with the initialisation of configs stored before it was recorded, the model built,
+    the state's names and shapes checked before any tensor is copied, weights loaded in float32,
+    the model moved to ``device`` (default the CPU) in eval mode."""
+    from bvae_lib.models import ModelConfig, build_model, stored_model_config
+
     known = {f.name for f in dataclasses.fields(ModelConfig)}
-    unknown = sorted(set(cfg) - known)
+    unknown = sorted(set(model_config) - known)
     if unknown:
-        raise ValueError(f"{ckpt['path']}: model config has fields {unknown} that this version's "
+        raise ValueError(f"{where}: model config has fields {unknown} that this version's "
                          f"ModelConfig does not know; it was written by bvae_lib "
-                         f"{ckpt['library_version']}")
-    model = build_model(ModelConfig(**cfg))
-    load_weights(model, ckpt)
+                         f"{written_by or 'another version'}")
+    model = build_model(ModelConfig(**stored_model_config(model_config)))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    _check_state_dict(model, state, str(where))
+    model.load_state_dict(state)
     return model.to(device or "cpu").eval()

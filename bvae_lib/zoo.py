@@ -114,8 +114,7 @@ def manifest(name: str, root: str | Path | None = None) -> dict:
 
 def load(name: str, device: str | torch.device | None = None, root: str | Path | None = None):
     """The shipped model ``name``, rebuilt from its config, in eval mode, float32."""
-    from bvae_lib.checkpoint import _check_state_dict
-    from bvae_lib.models import ModelConfig, build_model, stored_model_config
+    from bvae_lib.checkpoint import model_from_state
 
     path = _folder(name, root) / WEIGHTS_NAME
     try:
@@ -130,11 +129,7 @@ def load(name: str, device: str | torch.device | None = None, root: str | Path |
             and state and all(isinstance(v, torch.Tensor) for v in state.values())):
         raise ValueError(f"{path} is damaged: expected 'model_config' (a dict) and 'state_dict' "
                          f"(names -> tensors); restore it from the repository")
-    model = build_model(ModelConfig(**stored_model_config(blob["model_config"])))
-    state = {k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
-    _check_state_dict(model, state, str(path))
-    model.load_state_dict(state)
-    return model.to(device or "cpu").eval()
+    return model_from_state(blob["model_config"], state, str(path), device=device)
 
 
 def evaluate(model, settings: dict | None = None, seed: int = METRIC_SEED) -> dict:

@@ -173,3 +173,17 @@ def test_showcase_measures_what_a_shipped_model_must_show(config):
                                      abs=1e-3)
     assert ("category_shape_accuracy" in m) == bool(config.categorical_dims)
     assert zoo.showcase(model, num_images=300) == m    # the images are drawn with a seed
+
+
+def test_a_shipped_model_with_an_unknown_config_field_is_refused_like_a_checkpoint(exported):
+    _, root = exported
+    path = root / "tiny" / zoo.WEIGHTS_NAME
+    blob = torch.load(path, weights_only=True)
+    blob["model_config"]["from_the_future"] = 1
+    torch.save(blob, path)
+    try:
+        with pytest.raises(ValueError, match="from_the_future"):
+            zoo.load("tiny", root=root)
+    finally:
+        del blob["model_config"]["from_the_future"]
+        torch.save(blob, path)
