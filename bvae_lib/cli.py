@@ -1,4 +1,5 @@
-"""Command line: ``python -m bvae_lib train|evaluate|traverse`` (also installed as ``bvae``).
+"""Command line: ``python -m bvae_lib train|evaluate|traverse|zoo|book`` (also installed as
+``bvae``).
 
 Examples::
 
@@ -148,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bvae_lib",
         description="Train, evaluate and inspect beta-VAEs (bvae_lib).")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,traverse}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{train,evaluate,traverse,zoo,book}")
 
     # -- train ----------------------------------------------------------------------------------
     tr = sub.add_parser("train", help="train a model (or continue a run with --resume)",
@@ -247,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "bvae_lib.viz.TRAVERSAL_LIMIT)")
     tv.add_argument("--num", type=int, default=9, help="images per row (default 9)")
     tv.set_defaults(func=_cmd_traverse)
+    # zoo and book have their own subcommands (bvae_lib.zoo, bvae_lib.book); main() hands
+    # them the rest of the command line. Listed here for --help.
+    for name, text in (("zoo", "the shipped models: list | verify | export | train "
+                               "(bvae zoo --help)"),
+                       ("book", "the book's notebooks: execute | check (bvae book --help)")):
+        sub.add_parser(name, help=text, add_help=False).add_argument(
+            "rest", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -466,13 +475,27 @@ def _cmd_traverse(args) -> int:
 # ---------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (argparse exits 2 on a wrong flag)."""
-    from bvae_lib.train import NonFiniteLossError
+    """Run the command line; returns the exit status (argparse exits 2 on a wrong flag).
+    ``zoo ...`` and ``book ...`` run ``python -m bvae_lib.zoo`` / ``python -m bvae_lib.book``
+    (which stay as aliases) under the same error policy."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("zoo", "book"):
+        import importlib
 
+        module = importlib.import_module(f"bvae_lib.{argv[0]}")
+        return _guarded(lambda: module.main(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
+    return _guarded(lambda: args.func(args))
+
+
+def _guarded(run) -> int:
+    """The command line's one error policy: a known error prints one line, ``error: ...``, and
+    exits 2; an interrupt says the last checkpoint is intact; BVAE_DEBUG=1 shows tracebacks."""
+    from bvae_lib.train import NonFiniteLossError
+
     try:
-        return args.func(args)
+        return run()
     except KeyboardInterrupt:
         print("interrupted (the last checkpoint is intact; continue with --resume)",
               file=sys.stderr)

@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -163,3 +164,17 @@ def test_cli_records_the_initialisation_and_resumes_runs_written_before_it_exist
     code, _, err = run_cli(["train", "--out", tmp_path / "bad", "--steps", 1, "--init", "zeros",
                             *TINY], capsys)
     assert code != 0 and "init must be one of" in err and "Traceback" not in err
+
+
+def test_zoo_and_book_are_subcommands_with_the_one_error_policy(capsys):
+    code, out, err = run_cli(["zoo", "train", "beta9"], capsys)
+    assert code == 2 and err.startswith("error: no zoo recipe named beta9")
+    code, out, _ = run_cli(["zoo", "list"], capsys)
+    assert code == 0
+    chapter = Path(__file__).resolve().parents[1] / "book" / "01_disentanglement.ipynb"
+    code, out, _ = run_cli(["book", "check", chapter], capsys)
+    assert code == 0 and "code cells compared" in out
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert "zoo" in out and "book" in out
