@@ -46,6 +46,13 @@ def _objective_classes() -> dict:
     return found
 
 
+def _train_default(name: str):
+    """A TrainConfig field's default, so that the CLI never retypes one."""
+    from bvae_lib.train import TrainConfig
+
+    return _field_default({f.name: f for f in dataclasses.fields(TrainConfig)}[name])
+
+
 def _metric_registry() -> dict:
     """bvae_lib.metrics.registry.REGISTRY (imported when needed: it pulls in torch and sklearn)."""
     from bvae_lib.metrics.registry import REGISTRY
@@ -201,9 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="total steps of the run (default: with --resume the run's own target; "
                         "otherwise budget(cpu=2000), i.e. 300,000 on a GPU; env BVAE_STEPS "
                         "overrides)")
-    g.add_argument("--batch-size", type=int, metavar="M", help="batch size (default: 64)")
-    g.add_argument("--lr", type=float, help="Adam learning rate (default: 5e-4)")
-    g.add_argument("--seed", type=int, help="random seed (default: 0)")
+    g.add_argument("--batch-size", type=int, metavar="M",
+                   help=f"batch size (default: {_train_default('batch_size')})")
+    g.add_argument("--lr", type=float,
+                   help=f"Adam learning rate (default: {_train_default('lr'):g})")
+    g.add_argument("--seed", type=int, help=f"random seed (default: {_train_default('seed')})")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     g.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
                    help="mixed precision (bf16; fp16 on CUDA without bf16). auto (default): on "
@@ -214,8 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the model (CUDA; the CPU needs a C++ compiler). Compiling "
                         "takes ~30-60 s, worth it for long runs")
-    g.add_argument("--log-every", type=int, metavar="N", help="steps per history entry")
-    g.add_argument("--checkpoint-every", type=int, metavar="N", help="steps between checkpoints")
+    g.add_argument("--log-every", type=int, metavar="N",
+                   help=f"steps per history entry (default: {_train_default('log_every')})")
+    g.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help=f"steps between checkpoints (default: "
+                        f"{_train_default('checkpoint_every')})")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.set_defaults(func=_cmd_train, model_fields=model_fields, objective_fields=list(owners))
 
@@ -244,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("run", metavar="RUN", help="run directory or checkpoint file")
     tv.add_argument("--out", required=True, metavar="FILE", help="image file (.png, .pdf, ...)")
     tv.add_argument("--seed", type=int, default=0, help="picks the image to traverse")
-    tv.add_argument("--limit", type=float, default=2.5,
-                    help="traverse each latent over [-limit, limit] (default 2.5, as "
+    tv.add_argument("--limit", type=float,
+                    help="traverse each latent over [-limit, limit] (default: "
                          "bvae_lib.viz.TRAVERSAL_LIMIT)")
     tv.add_argument("--num", type=int, default=9, help="images per row (default 9)")
     tv.set_defaults(func=_cmd_traverse)
@@ -340,15 +352,16 @@ def _cmd_train(args) -> int:
                                        else train_base.get(key, default))
     train_config = train_lib.TrainConfig(
         steps=steps,
-        batch_size=pick(args.batch_size, "batch_size", train_lib.PAPER_BATCH_SIZE),
-        lr=pick(args.lr, "lr", 5e-4),
-        seed=pick(args.seed, "seed", 0),
+        batch_size=pick(args.batch_size, "batch_size", _train_default("batch_size")),
+        lr=pick(args.lr, "lr", _train_default("lr")),
+        seed=pick(args.seed, "seed", _train_default("seed")),
         device=args.device,
         amp=False if args.no_amp else {"auto": None, "on": True, "off": False}[args.amp],
         channels_last=False if args.no_channels_last else None,
         compile=args.compile,
-        checkpoint_every=pick(args.checkpoint_every, "checkpoint_every", 5_000),
-        log_every=pick(args.log_every, "log_every", 100),
+        checkpoint_every=pick(args.checkpoint_every, "checkpoint_every",
+                              _train_default("checkpoint_every")),
+        log_every=pick(args.log_every, "log_every", _train_default("log_every")),
         progress=False if args.no_progress else None,
     )
 
@@ -448,9 +461,10 @@ def _cmd_traverse(args) -> int:
 
     from bvae_lib import checkpoint as ckpt_lib
     from bvae_lib.data import DSprites
+    from bvae_lib.viz import TRAVERSAL_LIMIT, plot_traversal
 
-    from bvae_lib.viz import plot_traversal
-
+    if args.limit is None:
+        args.limit = TRAVERSAL_LIMIT
     if args.num < 2 or not (math.isfinite(args.limit) and args.limit > 0):
         raise ValueError(f"--num must be >= 2 and --limit a finite number > 0, got {args.num} "
                          f"and {args.limit}")
