@@ -36,7 +36,8 @@ from ._validate import is_int
 from .metrics.registry import REGISTRY
 
 __all__ = ["PRETRAINED_DIR", "METRIC_SETTINGS", "RECIPES", "available", "manifest", "load",
-           "export", "evaluate", "verify", "train_command", "train_zoo", "showcase"]
+           "export", "evaluate", "verify", "train_command", "train_zoo", "showcase",
+           "showcase_record"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 WEIGHTS_NAME, MANIFEST_NAME = "weights.pt", "manifest.json"
@@ -172,7 +173,7 @@ def showcase(model, num_images: int = 4_000, seed: int = 2026) -> dict:
         out = model(x)                  # eval mode: z = mu, categories = argmax (Dupont's code)
         mu, logvar, recon, logits = out["mu"], out["logvar"], out["recon"], out.get("logits")
         nats = float(reconstruction_loss(recon, x, model.config.decoder))
-        kl = gaussian_kl(mu, logvar).mean(0).cpu().numpy()
+        kl = gaussian_kl(mu, logvar).mean(0).cpu().double().numpy()
         drawn = metrics.shape_in_reconstruction(torch.sigmoid(recon).cpu(), v.cpu(), dataset)
     align = metrics.factor_alignment(mu.cpu().numpy(), v.cpu().numpy(), dataset.factor_names)
     out = {"images": num_images, "seed": seed, "recon_nats": round(nats, 2),
@@ -187,6 +188,23 @@ def showcase(model, num_images: int = 4_000, seed: int = 2026) -> dict:
         out["category_shape_accuracy"] = round(metrics.matched_accuracy(
             category, shape, num_categories=logits[0].shape[1], num_classes=3).accuracy, 4)
     return out
+
+
+def showcase_record(model: str, num_images: int = 4_000) -> dict:
+    """:func:`showcase` of a run directory / checkpoint (with its configs and step) or of a
+    shipped model (with its manifest's command and step)."""
+    from bvae_lib.checkpoint import load_checkpoint, load_model
+
+    if model in available():
+        info = manifest(model)
+        return {"source": "zoo", "command": info["command"], "step": info["steps"],
+                "measures": showcase(load(model), num_images)}
+    ckpt = load_checkpoint(model)
+    return {"source": "run", "step": ckpt["step"], "model_config": ckpt["model_config"],
+            "objective_config": ckpt["objective_config"],
+            "train_config": {k: ckpt["train_config"].get(k) for k in ("batch_size", "lr", "seed")},
+            "training": {k: ckpt.get("extra", {}).get(k) for k in ("precision", "channels_last")},
+            "measures": showcase(load_model(model), num_images)}
 
 
 def export(run: str | Path, name: str, command: str, description: str = "",
@@ -323,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--notes", default="")
     ve = sub.add_parser("verify", help="recompute the recorded metrics from the shipped weights")
     ve.add_argument("names", nargs="*")
+    sc = sub.add_parser("showcase", help="what a model shows (zoo.showcase): reconstruction, "
+                                         "active latents, shape in reconstruction, alignment")
+    sc.add_argument("models", nargs="+", metavar="MODEL",
+                    help="a run directory, a checkpoint file, or the name of a shipped model")
+    sc.add_argument("--images", type=int, default=4_000, help="held-out images (default 4,000)")
+    sc.add_argument("--json", metavar="PATH", help="also write the measures to PATH")
     tr = sub.add_parser("train", help="train zoo models with their recipes and export them "
                                       "(e.g. --all --paper-scale on a GPU)")
     tr.add_argument("names", nargs="*", help=f"models to train: {', '.join(RECIPES)}")
@@ -340,6 +364,23 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--dry-run", action="store_true", help="print the plan, train nothing")
     args = parser.parse_args(argv)
     try:
+        if args.cmd == "showcase":
+            records = {m: showcase_record(m, args.images) for m in args.models}
+            for m, r in records.items():
+                f = "  ".join(f"{k} z_{v['latent']} {v['nmi']:.2f}/{v['gap']:.2f}"
+                              for k, v in r["measures"]["factors"].items())
+                print(f"{m} (step {r['step']}): recon {r['measures']['recon_nats']:.1f} nats, "
+                      f"{r['measures']['active_latents']} active, shape in reconstruction "
+                      f"{r['measures']['shape_in_reconstruction']:.2f}, MIG "
+                      f"{r['measures']['mig']:.3f}\n    best latent NMI/gap: {f}")
+            if args.json:
+                from bvae_lib.checkpoint import write_json
+
+                write_json(args.json, {"command": "python -m bvae_lib.zoo "
+                                       + " ".join(argv if argv is not None else sys.argv[1:]),
+                                       "models": records})
+                print(f"wrote {args.json}")
+            return 0
         if args.cmd == "train":
             names = list(RECIPES) if args.all else args.names
             if not names:

@@ -187,3 +187,17 @@ def test_a_shipped_model_with_an_unknown_config_field_is_refused_like_a_checkpoi
     finally:
         del blob["model_config"]["from_the_future"]
         torch.save(blob, path)
+
+
+def test_zoo_showcase_command_measures_runs_and_shipped_models(exported, tmp_path, capsys,
+                                                              monkeypatch):
+    run, root = exported
+    monkeypatch.setattr(zoo, "PRETRAINED_DIR", root)
+    out = tmp_path / "showcase.json"
+    assert zoo.main(["showcase", "tiny", str(run), "--images", "200", "--json", str(out)]) == 0
+    assert "shape in reconstruction" in capsys.readouterr().out
+    record = json.loads(out.read_text())
+    assert record["command"].startswith("python -m bvae_lib.zoo showcase tiny")
+    assert record["models"]["tiny"]["source"] == "zoo"
+    assert record["models"][str(run)]["step"] == 4
+    assert record["models"][str(run)]["measures"]["images"] == 200
