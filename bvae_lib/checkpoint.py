@@ -253,11 +253,12 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, objectiv
                     train_config, optimizer: torch.optim.Optimizer, step: int, history: dict,
                     data_generator: torch.Generator | None = None,
                     scaler: "torch.amp.GradScaler | None" = None,
-                    extra: dict | None = None) -> Path:
+                    extra: dict | None = None, objective_state: dict | None = None) -> Path:
     """Atomically write a checkpoint (see the module docstring for its contents).
 
     ``path`` may be a run directory (the file is then ``DIR/checkpoint.pt``). The history is
-    also written, atomically, as ``history.json`` next to the checkpoint.
+    also written, atomically, as ``history.json`` next to the checkpoint. ``objective_state``:
+    the parameters an objective owns (FactorVAE's discriminator and its optimiser), if any.
     """
     from bvae_lib import __version__
     from bvae_lib.objectives import objective_config_to_dict
@@ -283,6 +284,8 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, objectiv
         "history": history,
         "extra": dict(extra or {}),
     }
+    if objective_state:
+        ckpt["objective_state"] = objective_state
     atomic_write(path, lambda f: torch.save(ckpt, f))
     write_json(path.with_name(HISTORY_NAME), history)
     return path

@@ -554,7 +554,7 @@ def train(model_config, objective_config, dataset, train_config: TrainConfig,
         return ckpt_lib.save_checkpoint(
             ckpt_path, model=step.model, objective_config=objective_config, train_config=config,
             optimizer=step.optimizer, step=done, history=history, data_generator=generator,
-            scaler=step.scaler, extra=clock.extra())
+            scaler=step.scaler, extra=clock.extra(), objective_state=step.objective_state())
 
     # -- the loop: step, record, and every log_every steps bring the terms to the host; at a
     # checkpoint, save only weights whose next step is finite (_diverged_at) ---------------------
@@ -651,6 +651,8 @@ class _Step:
         seed_everything(config.seed)             # the initial weights depend on the seed only
         self.model = model = build_model(model_config)
         self.objective = build_objective(objective_config, decoder=model_config.decoder)
+        if hasattr(self.objective, "bind"):      # an objective with parameters of its own
+            self.objective.bind(model_config.latent_dim)
         size = getattr(objective_config, "dataset_size", None)
         if size is not None and hasattr(dataset, "__len__") and size != len(dataset):
             warnings.warn(f"objective_config.dataset_size={size} but the dataset has "
@@ -659,6 +661,14 @@ class _Step:
         if ckpt is not None:
             ckpt_lib.load_weights(model, ckpt)
         model.to(device)
+        if hasattr(self.objective, "bind"):
+            if ckpt is not None:
+                if "objective_state" not in ckpt:
+                    raise ValueError(f"{ckpt['path']} holds no state for the objective's own "
+                                     f"parameters (a FactorVAE discriminator); it cannot be "
+                                     f"resumed with {type(self.objective).__name__}")
+                self.objective.load_state_dict(ckpt["objective_state"])
+            self.objective.to(device)
         # NHWC is what cuDNN's and oneDNN's fast convolution kernels want (1.1x on the CPU here)
         self.channels_last = config.channels_last is not False and _has_conv(model)
         if self.channels_last:
@@ -698,6 +708,11 @@ class _Step:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+        if hasattr(self.objective, "update"):    # e.g. FactorVAE's discriminator step
+            self.objective.update()
+
+    def objective_state(self) -> dict | None:
+        return self.objective.state_dict() if hasattr(self.objective, "bind") else None
 
     def settings(self) -> dict:
         """How the step computes, for the checkpoint (and a warning if a resume changes it)."""
