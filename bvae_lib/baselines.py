@@ -67,6 +67,9 @@ def _training_images(dataset, num_images: int, seed: int) -> np.ndarray:
     if not is_int(num_images) \
             or num_images < 2:
         raise ValueError(f"num_images must be an integer >= 2, got {num_images!r}")
+    if not (hasattr(dataset, "images") and hasattr(dataset, "__len__")):
+        raise TypeError(f"dataset must be a bvae_lib dataset (e.g. DSprites(), or an image tensor "
+                        f"wrapped in bvae_lib.data.TensorImages), got {type(dataset).__name__}")
     generator = torch.Generator().manual_seed(seed)
     if hasattr(dataset, "sample_factors"):
         images = dataset.images_from_factors(dataset.sample_factors(num_images, generator))

@@ -99,6 +99,9 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor,
     The randomness sits in eps, which does not depend on (mu, logvar), so gradients flow through
     mu and sigma (the reparameterisation trick, Kingma & Welling 2014; Rezende et al. 2014).
     """
+    if mu.shape != logvar.shape:
+        raise ValueError(f"mu and logvar must have the same shape, got {tuple(mu.shape)} and "
+                         f"{tuple(logvar.shape)}")
     eps = _noise("normal", mu.shape, mu, generator)
     return mu + torch.exp(0.5 * logvar) * eps
 

@@ -305,7 +305,12 @@ class VAE(nn.Module):
         return self.encode(self._to_model(x))[0]
 
     def _to_model(self, x) -> torch.Tensor:
+        """Images for the read-out paths (representation): checked finite too -- one read of
+        the batch, which training's encode() skips."""
         x = self._check_images(x)
+        if x.numel() and not bool(torch.isfinite(x).all()):
+            raise ValueError("x contains NaN or infinite pixels; images must have finite values "
+                             "in [0, 1]")
         return x.to(device=next(self.parameters()).device)
 
 

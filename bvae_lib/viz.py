@@ -99,6 +99,9 @@ def _as_batch(x, model) -> torch.Tensor:
     if x.dim() != 4 or x.shape[0] == 0:
         raise ValueError(f"x must have shape (M, C, 64, 64) with M >= 1, or (C, 64, 64); got "
                          f"{tuple(x.shape)}")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or infinite pixels; images must have finite values in "
+                         "[0, 1]")
     return x.to(device=_device(model), dtype=torch.float32)
 
 
@@ -281,8 +284,9 @@ def plot_kl_per_latent(kl, x=None, *, sort: bool = False, ax=None,
             raise ValueError("plot_kl_per_latent(model, x): pass the images x to measure the KL on")
         kl = latent_kl(kl, x)
     kl = np.asarray(kl.detach().cpu() if isinstance(kl, torch.Tensor) else kl, dtype=float)
-    if kl.ndim != 1:
-        raise ValueError(f"kl must be one value per latent, shape (d,), got {kl.shape}")
+    if kl.ndim != 1 or kl.size == 0 or not np.isfinite(kl).all():
+        raise ValueError(f"kl must be one value per latent, finite, shape (d,), got "
+                         f"{kl.shape} {kl!r:.80}")
     idx = np.argsort(-kl, kind="stable") if sort else np.arange(len(kl))
     fig, ax = _fig_ax(ax, figsize=(max(3.0, 0.42 * len(kl) + 1.2), 2.6))
     ax.bar(range(len(kl)), kl[idx], color="C0")

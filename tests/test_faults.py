@@ -416,3 +416,40 @@ def test_cli_accepts_hyphenated_spellings_of_every_choice(tmp_path, capsys):
     code, _, err = run_cli(["evaluate", tmp_path / "missing", "--metrics", "beta-vae,mig"],
                            capsys)
     assert_one_line_error(code, err, "no checkpoint")     # the metrics were understood
+
+
+# One step further than the listed items: the same classes of bad input (non-finite values,
+# wrong types, wrong sizes) at more public entry points, each refused with an error that says
+# what was wrong -- not torch's shape error or an AttributeError from deep inside.
+def _entry_point_cases():
+    from bvae_lib import baselines, viz
+    from bvae_lib import distributions as D
+    from bvae_lib import metrics
+    from bvae_lib.models import ModelConfig, build_model
+
+    ds = DSprites()
+    model = build_model(ModelConfig(latent_dim=3)).eval()
+    v = ds.sample_factors(5, torch.Generator().manual_seed(0))
+    nan_images = torch.full((2, 1, 64, 64), float("nan"))
+    return {
+        "reparameterize, mu and logvar of other shapes":
+            (lambda: D.reparameterize(torch.zeros(2, 3), torch.zeros(2, 4)), "same shape"),
+        "representation of NaN images":
+            (lambda: model.representation(nan_images), "NaN"),
+        "reconstruction figure of NaN images":
+            (lambda: viz.plot_reconstructions(model, nan_images), "NaN"),
+        "KL bar chart with a NaN":
+            (lambda: viz.plot_kl_per_latent([1.0, float("nan")]), "finite"),
+        "PCA of a bare tensor":
+            (lambda: baselines.fit_pca(torch.zeros(20, 1, 64, 64), 3), "TensorImages"),
+        "shape in reconstruction, counts that differ":
+            (lambda: metrics.shape_in_reconstruction(torch.zeros(10, 1, 64, 64), v, ds),
+             "factor classes"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_entry_point_cases()))
+def test_public_entry_points_refuse_bad_input_clearly(case):
+    call, words = _entry_point_cases()[case]
+    with pytest.raises((ValueError, TypeError), match=words):
+        call()

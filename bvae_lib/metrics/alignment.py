@@ -121,10 +121,12 @@ def shape_in_reconstruction(reconstructions, factor_classes, dataset,
                          f"{dataset.factor_names}")
     k = dataset.factor_names.index(factor)
     f = torch.as_tensor(np.asarray(factor_classes), dtype=torch.long)
-    r = torch.as_tensor(reconstructions, dtype=torch.float32).reshape(len(f), -1)
-    if r.shape[0] == 0 or f.ndim != 2 or f.shape[1] != dataset.num_factors:
-        raise ValueError(f"expected n reconstructions and factor classes (n, "
-                         f"{dataset.num_factors}), got {tuple(r.shape)} and {tuple(f.shape)}")
+    r = torch.as_tensor(reconstructions, dtype=torch.float32)
+    if (r.ndim != 4 or r.shape[0] == 0 or f.ndim != 2 or len(f) != r.shape[0]
+            or f.shape[1] != dataset.num_factors):
+        raise ValueError(f"expected n reconstructions (n, C, 64, 64) and their factor classes "
+                         f"(n, {dataset.num_factors}), got {tuple(r.shape)} and {tuple(f.shape)}")
+    r = r.reshape(len(f), -1)
     if not torch.isfinite(r).all() or r.min() < 0 or r.max() > 1:
         raise ValueError("reconstructions must be pixel probabilities in [0, 1] (apply "
                          "torch.sigmoid to a Bernoulli decoder's logits)")
