@@ -29,7 +29,6 @@ import random
 import re
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,7 +169,9 @@ def setup_notebook(seed: int = 0) -> torch.device:
       differs from one matplotlib version to the next) and share one look (:data:`RC_PARAMS`);
     * progress bars are off (``BVAE_PROGRESS=0``, ``TQDM_DISABLE=1``) unless in Colab, where a
       reader likes to see a long run advance; set ``BVAE_PROGRESS=1`` yourself to see them locally;
-    * warnings are silenced, so none reach the stored outputs (stderr is banned there);
+    * warnings are *not* silenced: the chapters remove their causes instead (a warning is
+      stderr, which ``python -m bvae_lib.book execute`` refuses to store, so a new one is caught
+      there); only matplotlib's logger is quietened to errors (its font-cache messages);
     * torch, BLAS and OpenMP compute with :data:`BOOK_THREADS` threads (the environment variable
       ``BVAE_BOOK_THREADS`` overrides it), so the stored outputs are reproduced on a machine with
       any number of cores (the same CPU family rounds the same way; another may differ in the
@@ -190,10 +191,6 @@ def setup_notebook(seed: int = 0) -> torch.device:
         if os.environ["BVAE_PROGRESS"] == "0":
             os.environ["TQDM_DISABLE"] = "1"
 
-    # Warnings would be printed to stderr, which the book refuses to store. PYTHONWARNINGS also
-    # covers subprocesses (e.g. data-loader workers).
-    warnings.filterwarnings("ignore")
-    os.environ["PYTHONWARNINGS"] = "ignore"
     import logging
     logging.getLogger("matplotlib").setLevel(logging.ERROR)
 

@@ -269,3 +269,14 @@ def test_setup_notebook_seeds_and_returns_a_device(monkeypatch, keep_threads):
     assert os.environ["BVAE_PROGRESS"] == "0"
     with pytest.raises(TypeError, match="seed"):
         book.setup_notebook(seed=1.5)
+
+
+def test_setup_notebook_leaves_warnings_visible(keep_threads, monkeypatch):
+    """A chapter's warnings are not silenced (their causes are fixed); execute refuses stderr."""
+    import warnings
+    for key in ("TQDM_DISABLE",):
+        monkeypatch.setenv(key, os.environ.get(key, ""))
+    with warnings.catch_warnings():
+        book.setup_notebook(seed=0)
+        with pytest.warns(UserWarning, match="still seen"):
+            warnings.warn("still seen", UserWarning)
