@@ -31,17 +31,16 @@ waiting lands on whichever side of the comparison happened to be running.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 from pathlib import Path
 
 import torch
 
 from bvae_lib.data import DSprites
-from bvae_lib.models import ModelConfig, build_model
-from bvae_lib.objectives import BetaVAEConfig, build_objective
-from bvae_lib.train import (PAPER_STEPS, TrainConfig, cpu_has_native_bf16, pick_device,
-                            precision, train)
+from bvae_lib.models import ModelConfig
+from bvae_lib.objectives import BetaVAEConfig
+from bvae_lib.train import (PAPER_STEPS, TrainConfig, _Step, cpu_has_native_bf16,
+                            pick_device, precision, train)
 
 
 def sync(device: torch.device) -> None:
@@ -57,36 +56,16 @@ def timed(fn):
 
 
 def bare_steps(model_config, objective_config, x, steps, device, config) -> None:
-    """forward + backward + Adam on the fixed batch ``x``, ``steps`` times, with the precision
-    and memory layout the loop uses under ``config`` (a fresh model, as each call of train()
-    builds one)."""
-    model = build_model(model_config).to(device).train()
-    objective = build_objective(objective_config, decoder=model_config.decoder)
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
-    if config.channels_last is not False:
-        model.to(memory_format=torch.channels_last)
+    """forward + backward + Adam on the fixed batch ``x``, ``steps`` times: the training loop's
+    own step (``bvae_lib.train._Step``: the same precision, memory layout and compilation, a
+    fresh model as each call of train() builds one), without drawing batches or recording."""
+    step = _Step(model_config, objective_config, None, config, device, None)
+    step.model.train()
+    if step.channels_last:                      # converted once here, not at every step
         x = x.contiguous(memory_format=torch.channels_last)
-    arithmetic = precision(config, device)
-    context, scaler = contextlib.nullcontext(), None
-    if arithmetic != "fp32":
-        dtype = torch.bfloat16 if arithmetic == "bf16" else torch.float16
-        context = torch.autocast(device.type, dtype=dtype)
-        if dtype is torch.float16:
-            scaler = torch.amp.GradScaler(device.type)
-    for step in range(steps):
-        with context:
-            out = model(x)
-        if arithmetic != "fp32":
-            out = {k: v.float() if torch.is_tensor(v) else v for k, v in out.items()}
-        loss = objective(out, x, step)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+    step.next_batch = lambda: x
+    for i in range(steps):
+        step.update(step.losses(i)["loss"])
     sync(device)
 
 
@@ -156,16 +135,14 @@ def main(argv=None) -> dict:
     # round is the closest to the true cost), then the plain totals.
     names = list(arms)
     import datetime
-    import platform
     import sys
 
-    cpu_name = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                     if line.startswith("model name")), platform.processor()) \
-        if Path("/proc/cpuinfo").is_file() else platform.processor()
+    from bench_metrics import cpu_name
+
     record = {"command": "python benchmarks/bench_train.py " + " ".join(
                   sys.argv[1:] if argv is None else argv),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "cpu": cpu_name, "bf16_instructions": cpu_has_native_bf16(),
+              "cpu": cpu_name(), "bf16_instructions": cpu_has_native_bf16(),
               "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "batch_size": args.batch_size, "rounds": args.rounds, "steps": args.steps,
               "arms": {n: {"precision": precision(c, device),

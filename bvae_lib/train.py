@@ -51,6 +51,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bvae_lib import checkpoint as ckpt_lib
+from bvae_lib.data import DSprites, DSpritesFile, TensorImages
 from bvae_lib.models import ModelConfig, build_model
 from bvae_lib._validate import is_int
 from bvae_lib.objectives import build_objective, objective_config_from_dict
@@ -410,8 +411,6 @@ def _check_bernoulli_targets(dataset) -> None:
     """A Bernoulli decoder needs targets in [0, 1]. The library's datasets guarantee it (binary
     renderings, checked files, TensorImages checks its tensor); any other dataset has its first
     batch checked here, once, instead of every batch on the device."""
-    from bvae_lib.data import DSprites, DSpritesFile, TensorImages
-
     if isinstance(dataset, (DSprites, DSpritesFile, TensorImages)):
         return
     x = dataset.images(torch.arange(min(len(dataset), 64),
@@ -651,7 +650,8 @@ class _Step:
         seed_everything(config.seed)             # the initial weights depend on the seed only
         self.model = model = build_model(model_config)
         self.objective = build_objective(objective_config, decoder=model_config.decoder)
-        if hasattr(self.objective, "bind"):      # an objective with parameters of its own
+        owns_parameters = hasattr(self.objective, "bind")   # e.g. FactorVAE's discriminator
+        if owns_parameters:                      # built from the same seeded stream as the model
             self.objective.bind(model_config.latent_dim)
         size = getattr(objective_config, "dataset_size", None)
         if size is not None and hasattr(dataset, "__len__") and size != len(dataset):
@@ -661,7 +661,7 @@ class _Step:
         if ckpt is not None:
             ckpt_lib.load_weights(model, ckpt)
         model.to(device)
-        if hasattr(self.objective, "bind"):
+        if owns_parameters:
             if ckpt is not None:
                 if "objective_state" not in ckpt:
                     raise ValueError(f"{ckpt['path']} holds no state for the objective's own "
@@ -712,7 +712,8 @@ class _Step:
             self.objective.update()
 
     def objective_state(self) -> dict | None:
-        return self.objective.state_dict() if hasattr(self.objective, "bind") else None
+        """The parameters the objective owns, for the checkpoint (None for most objectives)."""
+        return self.objective.state_dict() if hasattr(self.objective, "state_dict") else None
 
     def settings(self) -> dict:
         """How the step computes, for the checkpoint (and a warning if a resume changes it)."""

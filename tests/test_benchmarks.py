@@ -56,20 +56,21 @@ def test_device_check_prints_its_plan_within_eight_minutes():
         assert step in run.stdout, step
 
 
-def test_device_check_reads_the_benchmarks_figures():
+def test_device_check_reads_the_benchmarks_records(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import device_check
     finally:
         sys.path.pop(0)
-    text = ("bare, wall: 1234.5 img/s\nloop, wall: 1200.0 img/s\n"
-            "ratio loop/bare (wall, best of 3 rounds): 0.972   (all rounds summed: 0.96)\n"
-            "paper scale (300,000 steps of batch 64) on X: ~0.17 h (512 steps/s) extrapolated\n")
-    got = device_check.figures("bench_train_amp", text)
-    assert got["bare, wall img/s"] == 1234.5 and got["ratio loop/bare"] == 0.972
-    assert got["steps_per_second"] == 512
-    assert device_check.figures("tests", "3 failed, 40 passed in 9s") == {"passed": 40,
-                                                                         "failed": 3}
+    record = tmp_path / "bench_train_amp.json"
+    record.write_text(json.dumps({"ratios": {"wall": {"loop/bare": 0.972}}}))
+    assert device_check.figures("bench_train_amp", "", record)["ratios"]["wall"]["loop/bare"] \
+        == 0.972
+    for name, cmd, _ in device_check.plan(tmp_path, 10):
+        if name.startswith("bench_train"):            # each benchmark writes its own record
+            assert cmd[cmd.index("--json") + 1] == str(tmp_path / f"{name}.json")
+    assert device_check.figures("tests", "3 failed, 40 passed in 9s", tmp_path / "none.json") \
+        == {"passed": 40, "failed": 3}
 
 
 def test_bench_train_compare_runs_and_writes_its_figures(tmp_path):
