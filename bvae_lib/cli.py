@@ -449,6 +449,17 @@ def _cmd_evaluate(args) -> int:
         # model.representation: posterior means, no gradients, images moved to the model
         result = metric.function(model.representation, dataset, seed=args.seed, **sizes)
         scores[name] = to_json(result)
+    objective = ckpt_lib.load_checkpoint(args.run)["objective_config"]
+    if objective.get("name") == "dual_swap":     # a code cut into one part per factor
+        from bvae_lib.metrics import swap_accuracy
+        from bvae_lib.objectives import build_objective
+        from bvae_lib.viz import decode_images
+
+        parts = build_objective(objective).parts(dataset.factor_names)
+        result = swap_accuracy(model.representation, lambda z: decode_images(model, z),
+                               dataset, parts, num_pairs=100 if args.fast else 500,
+                               seed=args.seed)
+        scores["swap"] = to_json(result)
     text = json.dumps(scores, indent=1)
     print(text)
     if args.out:

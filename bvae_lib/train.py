@@ -87,7 +87,7 @@ class TrainConfig:
     resumed run with a larger ``steps`` continues up to it."""
 
     steps: int
-    batch_size: int = PAPER_BATCH_SIZE     # M
+    batch_size: int = PAPER_BATCH_SIZE     # M (pairs for Dual-Swap: 2M images)
     lr: float = 5e-4                       # Adam learning rate (betas 0.9, 0.999)
     seed: int = 0                          # model init, reparameterisation noise, batches
     device: str = "auto"                   # "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", ...
@@ -545,7 +545,8 @@ def train(model_config, objective_config, dataset, train_config: TrainConfig,
     dataset = _data_on_device(dataset, model_config, step.objective, device, ckpt, ckpt_path)
     generator = torch.Generator(device=torch.device(getattr(dataset, "device", "cpu")))
     generator.manual_seed(config.seed)
-    step.next_batch = _batch_sampler(dataset, config.batch_size, generator)
+    step.next_batch = (step.objective.pair_sampler(dataset, config.batch_size, generator)
+                       if step.pairs else _batch_sampler(dataset, config.batch_size, generator))
     start, history = _restore(ckpt, ckpt_path, step, generator, config.seed)
     clock = _RunClock(ckpt, ckpt_path, dataset, device, step)
 
@@ -658,6 +659,9 @@ class _Step:
             warnings.warn(f"objective_config.dataset_size={size} but the dataset has "
                           f"{len(dataset)} images; the total-correlation estimator assumes "
                           f"dataset_size = N", UserWarning, stacklevel=3)
+        self.pairs = getattr(self.objective, "pairs", False)    # Dual-Swap: batches of pairs
+        if self.pairs:
+            self.objective.check_model(model_config, dataset)
         if ckpt is not None:
             ckpt_lib.load_weights(model, ckpt)
         model.to(device)
@@ -682,7 +686,11 @@ class _Step:
             warnings.warn("TrainConfig.amp=True on a CPU without bf16 instructions: bf16 is "
                           "emulated there and slower than fp32; leave amp=None (automatic)",
                           UserWarning, stacklevel=3)
-        self.forward = _compiled(model, device) if config.compile else model
+        if config.compile and self.pairs:
+            warnings.warn(f"TrainConfig.compile compiles the model's forward pass, which "
+                          f"{type(self.objective).__name__} does not call (it encodes and "
+                          f"decodes pairs); this run is not compiled", UserWarning, stacklevel=3)
+        self.forward = _compiled(model, device) if config.compile and not self.pairs else model
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True   # fixed shapes: pick the fastest conv once
         self.device, self.next_batch = device, None
@@ -690,9 +698,17 @@ class _Step:
     def losses(self, step: int) -> dict:
         """The loss terms of ``step``: draw its batch, run the model, apply the objective (in
         fp32 on fp32 copies of the outputs: sums over 4096 pixels lose too much in 16 bits)."""
-        x = self.next_batch().to(self.device, non_blocking=True)
+        batch = self.next_batch()
+        x, part = batch if self.pairs else (batch, None)
+        x = x.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if self.pairs:                       # the objective runs the model (pairs, two stages)
+            part = part.to(self.device, non_blocking=True)
+            if self.amp_dtype is None:
+                return self.objective.pair_terms(self.model, x, part, step)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype):
+                return self.objective.pair_terms(self.model, x, part, step)
         if self.amp_dtype is None:
             return self.objective(self.forward(x), x, step)
         with torch.autocast(self.device.type, dtype=self.amp_dtype):

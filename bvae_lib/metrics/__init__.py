@@ -29,6 +29,7 @@ from .dci import DCIResult, dci, dci_from_codes
 from .factor_vae import FactorVAEScore, factor_vae_score
 from .mig import MIGResult, mig, mig_from_codes, mig_from_posterior
 from .sap import SAPResult, sap, sap_from_codes
+from .swap import SwapAccuracy, swap_accuracy
 
 __all__ = [
     "beta_vae_score", "BetaVAEScore", "HIGGINS_FACTORS",
@@ -37,5 +38,5 @@ __all__ = [
     "dci", "dci_from_codes", "DCIResult",
     "sap", "sap_from_codes", "SAPResult",
     "factor_alignment", "Alignment", "matched_accuracy", "MatchedAccuracy",
-    "shape_in_reconstruction",
+    "shape_in_reconstruction", "swap_accuracy", "SwapAccuracy",
 ]
