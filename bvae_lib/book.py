@@ -565,6 +565,28 @@ def _is_ignored(cell) -> bool:
     return bool(first) and first[0].strip().upper() in ("# NBVAL_IGNORE_OUTPUT", "# NBVAL_SKIP")
 
 
+def _output_problems(cell) -> list[str]:
+    """What is wrong with a code cell's stored outputs: errors, stderr, SVG figures, HTML with
+    random ids (nbval would compare them)."""
+    problems = []
+    for out in cell.get("outputs", []):
+        kind = out.get("output_type")
+        if kind == "error":
+            problems.append(f"stored error {out.get('ename')}: {out.get('evalue')}")
+        elif kind == "stream" and out.get("name") == "stderr":
+            problems.append(f"stored stderr: {out.get('text', '').strip()[:200]!r}")
+        data = out.get("data", {})
+        if "image/svg+xml" in data:
+            problems.append("SVG output (figures must be PNG: call setup_notebook)")
+        html = data.get("text/html", "")
+        if isinstance(html, list):
+            html = "".join(html)
+        if re.search(r"[0-9a-f]{32}", html):
+            problems.append("HTML output with a random-looking id; nbval would compare it (use "
+                            "bvae_lib.viz.animate_traversal, which is deterministic)")
+    return problems
+
+
 def check_notebook(path: str | os.PathLike, root: str | os.PathLike | None = None) -> CheckReport:
     """Check one notebook against the book's rules; return a :class:`CheckReport`."""
     import nbformat
@@ -606,22 +628,7 @@ def check_notebook(path: str | os.PathLike, root: str | os.PathLike | None = Non
             report.compared_cells += 1
         if cell.get("execution_count") is None:
             problems.append(f"cell {i}: never executed (run python -m bvae_lib.book execute)")
-        for out in cell.get("outputs", []):
-            kind = out.get("output_type")
-            if kind == "error":
-                problems.append(f"cell {i}: stored error {out.get('ename')}: {out.get('evalue')}")
-            elif kind == "stream" and out.get("name") == "stderr":
-                problems.append(f"cell {i}: stored stderr: {out.get('text', '').strip()[:200]!r}")
-            data = out.get("data", {})
-            if "image/svg+xml" in data:
-                problems.append(f"cell {i}: SVG output (figures must be PNG: call setup_notebook)")
-            html = data.get("text/html", "")
-            if isinstance(html, list):
-                html = "".join(html)
-            if re.search(r"[0-9a-f]{32}", html):
-                problems.append(f"cell {i}: HTML output with a random-looking id; nbval would "
-                                f"compare it (use bvae_lib.viz.animate_traversal, which is "
-                                f"deterministic)")
+        problems += [f"cell {i}: {p}" for p in _output_problems(cell)]
     recorded = nb.metadata.get(RECORD_KEY)
     if not recorded:
         problems.append("no environment record in the notebook's metadata (store outputs only "

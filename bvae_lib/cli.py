@@ -46,13 +46,6 @@ def _objective_classes() -> dict:
     return found
 
 
-def _train_default(name: str):
-    """A TrainConfig field's default, so that the CLI never retypes one."""
-    from bvae_lib.train import TrainConfig
-
-    return _field_default({f.name: f for f in dataclasses.fields(TrainConfig)}[name])
-
-
 def _metric_registry() -> dict:
     """bvae_lib.metrics.registry.REGISTRY (imported when needed: it pulls in torch and sklearn)."""
     from bvae_lib.metrics.registry import REGISTRY
@@ -151,15 +144,42 @@ def _config_from_args(cls, args, fields_given: dict, base: dict | None = None, s
 # ---------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from bvae_lib.models import ModelConfig
-
     parser = argparse.ArgumentParser(
         prog="python -m bvae_lib",
         description="Train, evaluate and inspect beta-VAEs (bvae_lib).")
     sub = parser.add_subparsers(dest="command", required=True,
                                 metavar="{train,evaluate,traverse,zoo,book}")
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_traverse(sub)
+    # zoo and book have their own subcommands (bvae_lib.zoo, bvae_lib.book); main() hands
+    # them the rest of the command line. Listed here for --help.
+    for name, text in (("zoo", "the shipped models: list | verify | export | train "
+                               "(bvae zoo --help)"),
+                       ("book", "the book's notebooks: execute | check (bvae book --help)")):
+        sub.add_parser(name, help=text, add_help=False).add_argument(
+            "rest", nargs=argparse.REMAINDER)
+    return parser
 
-    # -- train ----------------------------------------------------------------------------------
+
+#: What each numeric TrainConfig field means on the command line; the flags and their defaults
+#: are generated from the dataclass (``steps`` has its own flag: its default depends on the run).
+_TRAIN_HELP = {"batch_size": "batch size M (pairs for dual_swap)", "lr": "Adam learning rate",
+               "seed": "random seed", "checkpoint_every": "steps between checkpoints",
+               "log_every": "steps per history entry"}
+
+
+def _train_flags() -> list[dataclasses.Field]:
+    """TrainConfig's fields with a number as default: each is one --flag."""
+    from bvae_lib.train import TrainConfig
+
+    return [f for f in dataclasses.fields(TrainConfig)
+            if type(_field_default(f)) in (int, float)]
+
+
+def _add_train(sub) -> None:
+    from bvae_lib.models import ModelConfig
+
     tr = sub.add_parser("train", help="train a model (or continue a run with --resume)",
                         description="Train a VAE on a dataset and write DIR/checkpoint.pt and "
                                     "DIR/history.json. With --resume and a larger --steps, "
@@ -208,11 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="total steps of the run (default: with --resume the run's own target; "
                         "otherwise budget(cpu=2000), i.e. 300,000 on a GPU; env BVAE_STEPS "
                         "overrides)")
-    g.add_argument("--batch-size", type=int, metavar="M",
-                   help=f"batch size (default: {_train_default('batch_size')})")
-    g.add_argument("--lr", type=float,
-                   help=f"Adam learning rate (default: {_train_default('lr'):g})")
-    g.add_argument("--seed", type=int, help=f"random seed (default: {_train_default('seed')})")
+    for f in _train_flags():
+        default = _field_default(f)
+        g.add_argument(_flag(f.name), dest="t_" + f.name, type=type(default),
+                       metavar=_metavar(default),
+                       help=f"{_TRAIN_HELP.get(f.name, f.name)} (default: {default:g})")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     g.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
                    help="mixed precision (bf16; fp16 on CUDA without bf16). auto (default): on "
@@ -223,15 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the model (CUDA; the CPU needs a C++ compiler). Compiling "
                         "takes ~30-60 s, worth it for long runs")
-    g.add_argument("--log-every", type=int, metavar="N",
-                   help=f"steps per history entry (default: {_train_default('log_every')})")
-    g.add_argument("--checkpoint-every", type=int, metavar="N",
-                   help=f"steps between checkpoints (default: "
-                        f"{_train_default('checkpoint_every')})")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.set_defaults(func=_cmd_train, model_fields=model_fields, objective_fields=list(owners))
 
-    # -- evaluate -------------------------------------------------------------------------------
+
+def _add_evaluate(sub) -> None:
     ev = sub.add_parser("evaluate", help="score a trained model with disentanglement metrics",
                         description="Score the model of a run on dSprites with bvae_lib.metrics "
                                     "and print the scores as JSON.")
@@ -249,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", metavar="JSON", help="also write the scores to this file")
     ev.set_defaults(func=_cmd_evaluate)
 
-    # -- traverse -------------------------------------------------------------------------------
+
+def _add_traverse(sub) -> None:
     tv = sub.add_parser("traverse", help="write a latent-traversal figure",
                         description="Decode a dSprites image while moving one latent at a time "
                                     "and save the grid (one row a latent).")
@@ -261,14 +278,6 @@ def build_parser() -> argparse.ArgumentParser:
                          "bvae_lib.viz.TRAVERSAL_LIMIT)")
     tv.add_argument("--num", type=int, default=9, help="images per row (default 9)")
     tv.set_defaults(func=_cmd_traverse)
-    # zoo and book have their own subcommands (bvae_lib.zoo, bvae_lib.book); main() hands
-    # them the rest of the command line. Listed here for --help.
-    for name, text in (("zoo", "the shipped models: list | verify | export | train "
-                               "(bvae zoo --help)"),
-                       ("book", "the book's notebooks: execute | check (bvae book --help)")):
-        sub.add_parser(name, help=text, add_help=False).add_argument(
-            "rest", nargs=argparse.REMAINDER)
-    return parser
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,7 +308,6 @@ def _cmd_train(args) -> int:
     from bvae_lib import checkpoint as ckpt_lib
     from bvae_lib import train as train_lib
     from bvae_lib.models import ModelConfig
-    from bvae_lib.objectives import objective_config_from_dict
 
     out = _output_path(args.out, "--out", directory=True)
     run_file = out / RUN_FILE
@@ -311,7 +319,6 @@ def _cmd_train(args) -> int:
         from bvae_lib.models import ARCHITECTURES
         model_given["architecture"] = _choice(args.architecture, ARCHITECTURES, "--model")
     objective_given = _given(args, "o_", args.objective_fields)
-    objectives = _objective_classes()
 
     if resuming:
         # The run's own configs are the defaults; flags given on the command line override them
@@ -329,18 +336,7 @@ def _cmd_train(args) -> int:
         model_given.setdefault("channels", "3")
         model_given.setdefault("decoder", "gaussian")
     model_config = _config_from_args(ModelConfig, args, model_given, model_base)
-    if objective_base is not None and args.objective in (None, objective_base.get("name")):
-        cls = objectives[objective_base["name"]]
-        base = dataclasses.asdict(objective_config_from_dict(objective_base))
-    else:
-        name = args.objective or _default_objective(objectives)
-        cls, base = objectives[name], {}
-    unknown = [n for n in objective_given if n not in {f.name for f in dataclasses.fields(cls)}]
-    if unknown:
-        own = [_flag(f.name) for f in dataclasses.fields(cls) if f.init]
-        raise ValueError(f"{', '.join(_flag(n) for n in unknown)} is not a parameter of the "
-                         f"objective {cls.name} (its parameters: {', '.join(own) or 'none'})")
-    objective_config = _config_from_args(cls, args, objective_given, base)
+    objective_config = _objective_config(args, objective_given, objective_base)
 
     if args.steps is not None:
         steps = args.steps
@@ -348,22 +344,16 @@ def _cmd_train(args) -> int:
         steps = train_base.get("steps")   # "continues exactly where it stopped": its own target
     else:
         steps = train_lib.budget(cpu=2_000)
-    pick = lambda flag, key, default: (flag if flag is not None  # noqa: E731
-                                       else train_base.get(key, default))
+    numbers = {}                   # a flag given, else the run's own value, else the default
+    for f in _train_flags():
+        given = getattr(args, "t_" + f.name)
+        numbers[f.name] = given if given is not None else train_base.get(f.name,
+                                                                         _field_default(f))
     train_config = train_lib.TrainConfig(
-        steps=steps,
-        batch_size=pick(args.batch_size, "batch_size", _train_default("batch_size")),
-        lr=pick(args.lr, "lr", _train_default("lr")),
-        seed=pick(args.seed, "seed", _train_default("seed")),
-        device=args.device,
+        steps=steps, **numbers, device=args.device,
         amp=False if args.no_amp else {"auto": None, "on": True, "off": False}[args.amp],
         channels_last=False if args.no_channels_last else None,
-        compile=args.compile,
-        checkpoint_every=pick(args.checkpoint_every, "checkpoint_every",
-                              _train_default("checkpoint_every")),
-        log_every=pick(args.log_every, "log_every", _train_default("log_every")),
-        progress=False if args.no_progress else None,
-    )
+        compile=args.compile, progress=False if args.no_progress else None)
 
     data_path = args.data if args.data is not None else run.get("data")
     if resuming and run and (dataset_name, data_path) != (run.get("dataset"), run.get("data")):
@@ -382,6 +372,26 @@ def _cmd_train(args) -> int:
     print(json.dumps({"step": result.step, "checkpoint": str(result.checkpoint),
                       "images_per_second": round(result.images_per_second, 1), **last}))
     return 0
+
+
+def _objective_config(args, given: dict, base: dict | None):
+    """The objective config of a run: the --objective named (default beta_vae), or the resumed
+    run's own, with the flags given; a flag the objective does not have is refused."""
+    from bvae_lib.objectives import objective_config_from_dict
+
+    objectives = _objective_classes()
+    if base is not None and args.objective in (None, base.get("name")):
+        cls = objectives[base["name"]]
+        values = dataclasses.asdict(objective_config_from_dict(base))
+    else:
+        name = args.objective or _default_objective(objectives)
+        cls, values = objectives[name], {}
+    unknown = [n for n in given if n not in {f.name for f in dataclasses.fields(cls)}]
+    if unknown:
+        own = [_flag(f.name) for f in dataclasses.fields(cls) if f.init]
+        raise ValueError(f"{', '.join(_flag(n) for n in unknown)} is not a parameter of the "
+                         f"objective {cls.name} (its parameters: {', '.join(own) or 'none'})")
+    return _config_from_args(cls, args, given, values)
 
 
 def _output_path(text: str, flag: str, directory: bool = False, example: str = "") -> Path:

@@ -537,6 +537,8 @@ def train(model_config, objective_config, dataset, train_config: TrainConfig,
     ``resume=True`` continues the checkpoint in ``out_dir`` if there is one (and starts afresh
     if there is none); ``resume=False`` refuses to overwrite an existing run.
     """
+    # About 70 lines on purpose: the set-up is one call per helper below, and the loop -- step,
+    # record, log, checkpoint -- stays whole and in plain view.
     model_config, objective_config, config = _configs(model_config, objective_config,
                                                       train_config)
     device = pick_device(config.device)

@@ -336,7 +336,7 @@ def train_zoo(names: list[str], steps: int, runs: str | Path, device: str = "aut
     return commands
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bvae_lib.zoo",
                                      description="List, export and verify the shipped models.")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -370,52 +370,61 @@ def main(argv: list[str] | None = None) -> int:
                                         "package's pretrained folder, replacing what is shipped)")
     tr.add_argument("--resume", action="store_true", help="continue runs already started")
     tr.add_argument("--dry-run", action="store_true", help="print the plan, train nothing")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _cmd_showcase(args, argv: list[str]) -> None:
+    records = {m: showcase_record(m, args.images) for m in args.models}
+    for m, r in records.items():
+        f = "  ".join(f"{k} z_{v['latent']} {v['nmi']:.2f}/{v['gap']:.2f}"
+                      for k, v in r["measures"]["factors"].items())
+        print(f"{m} (step {r['step']}): recon {r['measures']['recon_nats']:.1f} nats, "
+              f"{r['measures']['active_latents']} active, shape in reconstruction "
+              f"{r['measures']['shape_in_reconstruction']:.2f}, MIG "
+              f"{r['measures']['mig']:.3f}\n    best latent NMI/gap: {f}")
+    if args.json:
+        from bvae_lib.checkpoint import write_json
+
+        write_json(args.json, {"command": "python -m bvae_lib.zoo " + " ".join(argv),
+                               "models": records})
+        print(f"wrote {args.json}")
+
+
+def _cmd_train(args) -> None:
+    names = list(RECIPES) if args.all else args.names
+    if not names:
+        raise ValueError("name the models to train, or pass --all")
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        raise ValueError(f"no zoo recipe named {', '.join(unknown)}; the recipes are "
+                         f"{', '.join(RECIPES)}")
+    if args.paper_scale and args.steps is not None:
+        raise ValueError("--paper-scale means --steps 300000; pass one of them")
+    steps = PAPER_STEPS if args.paper_scale else (args.steps or CPU_STEPS)
+    device = args.device
+    if args.paper_scale:
+        if device == "auto":
+            device = "cuda"
+        if not device.startswith("cuda"):
+            raise ValueError(f"--paper-scale trains {len(names)} x {PAPER_STEPS:,} steps, "
+                             f"days on a CPU; it needs a CUDA GPU (--device cuda). On a "
+                             f"CPU use --steps N")
+        if not args.dry_run and not torch.cuda.is_available():
+            raise ValueError("--paper-scale needs a CUDA GPU and none is available here; "
+                             "--dry-run prints the plan")
+    train_zoo(names, steps, args.runs, device=device, export_to=args.export_to,
+              dry_run=args.dry_run, resume=args.resume)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    args = _parser().parse_args(argv)
     try:
         if args.cmd == "showcase":
-            records = {m: showcase_record(m, args.images) for m in args.models}
-            for m, r in records.items():
-                f = "  ".join(f"{k} z_{v['latent']} {v['nmi']:.2f}/{v['gap']:.2f}"
-                              for k, v in r["measures"]["factors"].items())
-                print(f"{m} (step {r['step']}): recon {r['measures']['recon_nats']:.1f} nats, "
-                      f"{r['measures']['active_latents']} active, shape in reconstruction "
-                      f"{r['measures']['shape_in_reconstruction']:.2f}, MIG "
-                      f"{r['measures']['mig']:.3f}\n    best latent NMI/gap: {f}")
-            if args.json:
-                from bvae_lib.checkpoint import write_json
-
-                write_json(args.json, {"command": "python -m bvae_lib.zoo "
-                                       + " ".join(argv if argv is not None else sys.argv[1:]),
-                                       "models": records})
-                print(f"wrote {args.json}")
-            return 0
-        if args.cmd == "train":
-            names = list(RECIPES) if args.all else args.names
-            if not names:
-                raise ValueError("name the models to train, or pass --all")
-            unknown = [n for n in names if n not in RECIPES]
-            if unknown:
-                raise ValueError(f"no zoo recipe named {', '.join(unknown)}; the recipes are "
-                                 f"{', '.join(RECIPES)}")
-            if args.paper_scale and args.steps is not None:
-                raise ValueError("--paper-scale means --steps 300000; pass one of them")
-            steps = PAPER_STEPS if args.paper_scale else (args.steps or CPU_STEPS)
-            device = args.device
-            if args.paper_scale:
-                if device == "auto":
-                    device = "cuda"
-                if not device.startswith("cuda"):
-                    raise ValueError(f"--paper-scale trains {len(names)} x {PAPER_STEPS:,} steps, "
-                                     f"days on a CPU; it needs a CUDA GPU (--device cuda). On a "
-                                     f"CPU use --steps N")
-                if not args.dry_run and not torch.cuda.is_available():
-                    raise ValueError("--paper-scale needs a CUDA GPU and none is available here; "
-                                     "--dry-run prints the plan")
-            train_zoo(names, steps, args.runs, device=device, export_to=args.export_to,
-                      dry_run=args.dry_run, resume=args.resume)
-            return 0
-
-        if args.cmd == "list":
+            _cmd_showcase(args, argv)
+        elif args.cmd == "train":
+            _cmd_train(args)
+        elif args.cmd == "list":
             for name in available():
                 m = manifest(name)
                 scores = ", ".join(f"{k} {v['score']:.3f}" for k, v in m["metrics"].items())

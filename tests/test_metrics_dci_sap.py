@@ -129,20 +129,21 @@ SVM_CASES = {
 def test_sap_exact_svm_is_liblinears_optimum(case):
     # The exact one-feature solver minimises the objective LinearSVC(C=0.01, balanced) solves:
     # same w and b as liblinear run to a tight tolerance, hence the same predictions.
-    from bvae_lib.metrics.sap import SVM_C, _SortedCodes, _predict
+    from bvae_lib.metrics._sap_solver import SortedCodes, predict
+    from bvae_lib.metrics.sap import SVM_C
     rng = np.random.default_rng(0)
     make_x, make_y = SVM_CASES[case]
     x = make_x(rng)
     y = np.asarray(make_y(rng, x), dtype=np.int64)
     classes, index, counts = np.unique(y, return_inverse=True, return_counts=True)
     order = np.argsort(x, kind="stable")
-    w, b = _SortedCodes(x[order]).fit(index[order], counts, SVM_C)
+    w, b = SortedCodes(x[order]).fit(index[order], counts, SVM_C)
     clf = _liblinear_tight(x, y)
     scale = 1 + np.abs(clf.coef_[:, 0]).max() + np.abs(clf.intercept_).max()
     np.testing.assert_allclose(w, clf.coef_[:, 0], atol=1e-6 * scale)
     np.testing.assert_allclose(b, clf.intercept_, atol=1e-6 * scale)
     x_test = make_x(np.random.default_rng(1))
-    agree = np.mean(_predict(x_test, classes, w, b) == clf.predict(x_test[:, None]))
+    agree = np.mean(predict(x_test, classes, w, b) == clf.predict(x_test[:, None]))
     assert agree >= 1 - 2 / len(x_test)          # at most a point on a decision boundary
 
 

@@ -34,15 +34,9 @@ Trees that see every dimension differ only by their bootstrap sample, so few are
 partly entangled 10-d test case, 10 trees give D within 0.003 of 50 trees (seed-to-seed spread
 0.006, against 0.002 for 50 trees) in a third of the time.
 
-Cost beyond encoding: growing the 50 trees (10 per factor) takes about 0.6 of the time of
-encoding the 15,000 images with a Burgess encoder on the book's 2-core CPU
-(``benchmarks/results/metrics_cpu.json``), above the library's target of 20%. The cheaper
-predictors move the scores instead; ``python benchmarks/bench_dci.py`` measures them on the
-shipped models' codes against a 50-tree forest. There, 10 trees keep D and C within 0.003 and
-the held-out accuracy within 0.015; 3 trees (about 2.3 times faster) keep D within 0.004 but
-lose up to 0.046 of accuracy; one unbagged tree loses up to 0.012 of D and 0.053 of accuracy;
-trees on half-size bootstrap samples raise D by up to 0.026, and extremely randomised trees
-(the fastest, about 4 times faster) by up to 0.055. So the default stays at 10 trees.
+Cost beyond encoding: growing the 10-tree forests takes about 0.6 of the time of encoding the
+15,000 images on the book's 2-core CPU; what cheaper predictors would do to the scores is
+measured by ``benchmarks/bench_dci.py`` (figures in ``benchmarks/README.md``).
 """
 
 from __future__ import annotations

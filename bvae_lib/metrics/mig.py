@@ -27,13 +27,9 @@ different numbers, so say which one a table reports:
     having v_k = v. I = H(z_j) - H(z_j | v_k), clamped at 0, normalised by ``log |V_k|``.
     Cost: N images encoded (737,280 for the whole of dSprites) and about
     (K + 1) * min(num_samples, N) * N * d Gaussian densities (4.4e11 at the defaults on
-    dSprites), evaluated in float32 in chunks of ``chunk_elements`` on the dataset's device.
-    That work grows as N^2 and is intrinsically larger than encoding the N images: (K + 1) S d
-    = 600,000 densities per image encoded at the defaults. On the book's 2-core CPU
-    (``benchmarks/results/metrics_cpu.json``) the densities ran at about 6.6e8 a second, so the
-    full-dataset defaults take about 11 minutes for the densities alone, 4-5 times the encoder's
-    time -- use a GPU, or a subset (``num_points=5_000, num_samples=5_000``: 4e8 densities, about
-    half the time of encoding those images; see ``benchmarks/bench_metrics.py``).
+    dSprites), evaluated in float32 in chunks of ``chunk_elements`` on the dataset's device: on
+    a CPU use a subset (``num_points=5_000, num_samples=5_000``) or a GPU (timings in
+    ``benchmarks/README.md``).
 
 Chen et al. report MIG on the four dSprites factors other than shape; disentanglement_lib scores
 all five. ``factors=None`` scores every factor of the dataset; pass
