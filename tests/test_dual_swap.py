@@ -126,16 +126,8 @@ SMALL = DualSwapConfig(part_size=1, supervision=0.5)
 
 
 @pytest.mark.parametrize("amp", [False, None], ids=["fp32", "default"])
-def test_dual_swap_resumes_bitwise(tmp_path, amp):
-    def config(steps):
-        return TrainConfig(steps=steps, batch_size=4, log_every=2, checkpoint_every=2,
-                           progress=False, device="cpu", amp=amp)
-    straight = train(MODEL, SMALL, DSprites(), config(6), out_dir=tmp_path / "a")
-    train(MODEL, SMALL, DSprites(), config(4), out_dir=tmp_path / "b")     # interrupted at 4
-    resumed = train(MODEL, SMALL, DSprites(), config(6), out_dir=tmp_path / "b", resume=True)
-    for k, v in straight.model.state_dict().items():
-        assert torch.equal(v, resumed.model.state_dict()[k]), k
-    assert straight.history == resumed.history
+def test_dual_swap_resumes_bitwise(amp, interrupted_and_straight):
+    straight, _ = interrupted_and_straight(MODEL, SMALL, amp, batch_size=4)
     assert set(straight.history) >= {"loss", "swap", "dual_swap", "recon"}
 
 
