@@ -138,15 +138,41 @@ def load(name: str, device: str | torch.device | None = None, root: str | Path |
     return model_from_state(blob["model_config"], state, str(path), device=device)
 
 
-def evaluate(model, settings: dict | None = None, seed: int = METRIC_SEED) -> dict:
-    """The manifest's metrics of ``model`` on the procedural dSprites, with their settings."""
-    from bvae_lib.data import DSprites
+#: Swap accuracy (``bvae_lib.metrics.swap_accuracy``) joins the manifest of a model whose code
+#: has one part per factor (Dual-Swap), with this many pairs per factor.
+SWAP_SETTINGS = {"num_pairs": 500}
 
-    settings = METRIC_SETTINGS if settings is None else settings
+
+def _parts(objective_config: dict | None, dataset) -> dict | None:
+    """{factor: latents} of a Dual-Swap model's code, None for any other objective."""
+    from bvae_lib.objectives import build_objective
+
+    if not objective_config or objective_config.get("name") != "dual_swap":
+        return None
+    return build_objective(objective_config).parts(dataset.factor_names)
+
+
+def evaluate(model, settings: dict | None = None, seed: int = METRIC_SEED,
+             objective_config: dict | None = None) -> dict:
+    """The manifest's metrics of ``model`` on the procedural dSprites, with their settings
+    (and swap accuracy for a Dual-Swap model, whose ``objective_config`` names its parts)."""
+    from bvae_lib.data import DSprites
+    from bvae_lib.metrics import swap_accuracy
+    from bvae_lib.viz import decode_images
+
     device = next(model.parameters()).device
     dataset = DSprites(device)
+    parts = _parts(objective_config, dataset)
+    if settings is None:
+        settings = {**METRIC_SETTINGS, **({"swap": SWAP_SETTINGS} if parts else {})}
     out = {}
     for name, kwargs in settings.items():
+        if name == "swap":
+            result = swap_accuracy(model.representation, lambda z: decode_images(model, z),
+                                   dataset, parts, seed=seed, **kwargs)
+            out[name] = {"score": result.mean, "settings": {**kwargs, "seed": seed},
+                         "per_factor": dict(zip(result.factors, result.accuracy.tolist()))}
+            continue
         result = REGISTRY[name].function(model.representation, dataset, seed=seed, **kwargs)
         entry = {"score": float(result.score), "settings": {**kwargs, "seed": seed}}
         if name == "mig":
@@ -157,14 +183,17 @@ def evaluate(model, settings: dict | None = None, seed: int = METRIC_SEED) -> di
     return out
 
 
-def showcase(model, num_images: int = 4_000, seed: int = 2026) -> dict:
+def showcase(model, num_images: int = 4_000, seed: int = 2026,
+             parts: dict | None = None) -> dict:
     """What a shipped model must show, measured on ``num_images`` held-out dSprites images
     (drawn with ``seed``; training never sees a fixed set, so any draw is held out):
     reconstruction (nats per image, from the posterior means), active latents (mean KL > 0.1
     nats), the fraction of reconstructions that draw the true shape
     (:func:`bvae_lib.metrics.shape_in_reconstruction`), each factor's best latent with its NMI
-    and gap (:func:`bvae_lib.metrics.factor_alignment`), MIG (their mean gap), and for a JointVAE
-    the matched accuracy of its first categorical latent on shape."""
+    and gap (:func:`bvae_lib.metrics.factor_alignment`), MIG (their mean gap), for a JointVAE
+    the matched accuracy of its first categorical latent on shape, and for a code with ``parts``
+    (Dual-Swap: an autoencoder, whose log-variances and KL mean nothing) the swap accuracy of
+    each part instead of the KL and the active latents."""
     from bvae_lib import metrics
     from bvae_lib.data import DSprites
     from bvae_lib.distributions import gaussian_kl
@@ -187,6 +216,15 @@ def showcase(model, num_images: int = 4_000, seed: int = 2026) -> dict:
            "factors": {name: {"latent": int(j), "nmi": round(float(n), 4), "gap": round(float(g), 4)}
                        for name, j, n, g in zip(align.factors, align.best, align.best_nmi,
                                                 align.gap)}}
+    if parts is not None:
+        from bvae_lib.viz import decode_images
+
+        for key in ("active_latents", "kl_per_latent"):
+            del out[key]
+        swap = metrics.swap_accuracy(model.representation, lambda z: decode_images(model, z),
+                                     dataset, parts, num_pairs=500, seed=seed)
+        out["swap_accuracy"] = {f: round(float(a), 4) for f, a in zip(swap.factors,
+                                                                      swap.accuracy)}
     if logits is not None:
         category = logits[0].argmax(1).cpu().numpy()
         shape = v[:, dataset.factor_names.index("shape")].cpu().numpy()
@@ -200,16 +238,20 @@ def showcase_record(model: str, num_images: int = 4_000) -> dict:
     shipped model (with its manifest's command and step)."""
     from bvae_lib.checkpoint import load_checkpoint, load_model
 
+    from bvae_lib.data import DSprites
+
     if model in available():
         info = manifest(model)
+        parts = _parts(info.get("objective_config"), DSprites())
         return {"source": "zoo", "command": info["command"], "step": info["steps"],
-                "measures": showcase(load(model), num_images)}
+                "measures": showcase(load(model), num_images, parts=parts)}
     ckpt = load_checkpoint(model)
+    parts = _parts(ckpt["objective_config"], DSprites())
     return {"source": "run", "step": ckpt["step"], "model_config": ckpt["model_config"],
             "objective_config": ckpt["objective_config"],
             "train_config": {k: ckpt["train_config"].get(k) for k in ("batch_size", "lr", "seed")},
             "training": {k: ckpt.get("extra", {}).get(k) for k in ("precision", "channels_last")},
-            "measures": showcase(load_model(model), num_images)}
+            "measures": showcase(load_model(model), num_images, parts=parts)}
 
 
 def export(run: str | Path, name: str, command: str, description: str = "",
@@ -258,7 +300,8 @@ def export(run: str | Path, name: str, command: str, description: str = "",
         "metrics": {},
     }
     write_json(folder / MANIFEST_NAME, info)        # the weights' metrics follow
-    info["metrics"] = evaluate(load(name, root=root), settings)
+    info["metrics"] = evaluate(load(name, root=root), settings,
+                               objective_config=ckpt["objective_config"])
     write_json(folder / MANIFEST_NAME, info)
     return folder
 
@@ -277,7 +320,8 @@ def verify(names: list[str] | None = None, root: str | Path | None = None,
         settings = {m: {k: v for k, v in e["settings"].items() if k != "seed"}
                     for m, e in info["metrics"].items()}
         seeds = {e["settings"]["seed"] for e in info["metrics"].values()}
-        again = evaluate(load(name, root=root), settings, seed=seeds.pop() if seeds else 0)
+        again = evaluate(load(name, root=root), settings, seed=seeds.pop() if seeds else 0,
+                         objective_config=info.get("objective_config"))
         report[name] = {m: (info["metrics"][m]["score"], again[m]["score"]) for m in settings}
         bad += [f"{name}.{m}: recorded {a:.4f}, recomputed {b:.4f}"
                 for m, (a, b) in report[name].items() if abs(a - b) > tolerance]
@@ -376,12 +420,14 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_showcase(args, argv: list[str]) -> None:
     records = {m: showcase_record(m, args.images) for m in args.models}
     for m, r in records.items():
+        s = r["measures"]
         f = "  ".join(f"{k} z_{v['latent']} {v['nmi']:.2f}/{v['gap']:.2f}"
-                      for k, v in r["measures"]["factors"].items())
-        print(f"{m} (step {r['step']}): recon {r['measures']['recon_nats']:.1f} nats, "
-              f"{r['measures']['active_latents']} active, shape in reconstruction "
-              f"{r['measures']['shape_in_reconstruction']:.2f}, MIG "
-              f"{r['measures']['mig']:.3f}\n    best latent NMI/gap: {f}")
+                      for k, v in s["factors"].items())
+        active = (f"{s['active_latents']} active" if "active_latents" in s else "swap accuracy "
+                  + " ".join(f"{k} {a:.2f}" for k, a in s["swap_accuracy"].items()))
+        print(f"{m} (step {r['step']}): recon {s['recon_nats']:.1f} nats, {active}, shape in "
+              f"reconstruction {s['shape_in_reconstruction']:.2f}, MIG {s['mig']:.3f}\n"
+              f"    best latent NMI/gap: {f}")
     if args.json:
         from bvae_lib.checkpoint import write_json
 

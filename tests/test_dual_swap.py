@@ -146,3 +146,23 @@ def test_cli_trains_dual_swap(tmp_path, capsys):
     scores = json.loads(capsys.readouterr().out)
     assert set(scores) == {"mig", "swap"}
     assert scores["swap"]["factors"] == list(DSprites.factor_names)
+
+
+def test_zoo_records_and_verifies_the_swap_accuracy_of_a_dual_swap_model(tmp_path, capsys):
+    from bvae_lib import zoo
+
+    run = tmp_path / "run"
+    train(MODEL, SMALL, DSprites(), TrainConfig(steps=2, batch_size=4, progress=False,
+                                                device="cpu"), out_dir=run)
+    zoo.export(run, "dsd", "a command", root=tmp_path / "zoo",
+               settings={"mig": {"num_points": 500}, "swap": {"num_pairs": 20}})
+    info = zoo.manifest("dsd", tmp_path / "zoo")
+    assert set(info["metrics"]["swap"]["per_factor"]) == set(DSprites.factor_names)
+    report = zoo.verify(["dsd"], root=tmp_path / "zoo")
+    assert report["dsd"]["swap"][0] == report["dsd"]["swap"][1]
+    measures = zoo.showcase(zoo.load("dsd", root=tmp_path / "zoo"), num_images=200,
+                            parts=SMALL_PARTS)
+    assert "active_latents" not in measures and set(measures["swap_accuracy"]) == set(SMALL_PARTS)
+
+
+SMALL_PARTS = build_objective(SMALL).parts(DSprites.factor_names)
