@@ -325,9 +325,13 @@ def linear_capacity(step: int, capacity_min: float, capacity_max: float,
 #   unbiased whatever the batch size. With the whole dataset in the batch (M = N) it is *not*
 #   the exact (1/N) sum: the weights are 1/N, 1/(N-1) (N - 2 times) and 1/(N (N-1)), so it is
 #   close (within about 1/N relatively) but not equal; the tests check that closed form.
-#   Chen's code builds W with an off-by-one: the wrap-around stratum entry goes on row M - 2
-#   instead of M - 1, so those two rows sum to 1 -/+ 1/N. We put it on row M - 1, as the
-#   derivation requires.
+#   Chen et al.'s released code (vae_quant.py, log_importance_weight_matrix) builds W
+#   otherwise: with m = M - 1 it writes 1/N at every (m + 1)-th entry of the flattened M x M
+#   matrix, meant as the diagonal -- but a stride of M walks down column 0 -- and the stratum
+#   weight at the same stride from entry 1 (column 1), plus one at row m - 1, column 0. So the
+#   point z_i came from weighs 1/N only in row 0 and 1/m (a plug-in weight) from row 2 on, and
+#   row m - 1 does not sum to 1. We follow the derivation; chapter 6 builds both matrices and
+#   measures the difference.
 
 def _pairwise_log_density(z, mu, logvar) -> torch.Tensor:
     """L[i, j, k] = log q(z_ik | x_j), shape (M, N, d), in at least float32."""
