@@ -15,6 +15,7 @@ figure when a cell ends with it, a script saves it with ``fig.savefig``.
 :func:`plot_metric_vs_beta`        a disentanglement score against beta
 :func:`animate_traversal`          a JavaScript animation for the static HTML book (deterministic)
 :func:`interactive_traversal`      ipywidgets sliders for live notebooks and Colab
+:func:`plot_swap_grid`             one image's code with each part swapped in from others (Dual-Swap)
 =================================  ===============================================================
 
 A *traversal* decodes codes that differ from one image's code in a single latent: latent j is
@@ -52,6 +53,7 @@ __all__ = [
     "plot_metric_vs_beta",
     "animate_traversal",
     "interactive_traversal",
+    "plot_swap_grid",
 ]
 
 #: Traversal range in prior standard deviations: N(0, 1) puts 98.8% of its mass in [-2.5, 2.5].
@@ -616,3 +618,75 @@ def interactive_traversal(model, x, *, n_latents: int | None = None,
 
     reset.on_click(on_reset)
     return widgets.HBox([image, widgets.VBox([*sliders, reset])])
+
+
+# ---------------------------------------------------------------------------------------------
+# Swaps of code parts (Dual-Swap Disentangling)
+# ---------------------------------------------------------------------------------------------
+
+def plot_swap_grid(model, x, partners, parts: Mapping[str, Sequence[int]], *,
+                   title: str | None = None, cell_inches: float = 0.62) -> Figure:
+    """What each part of a code carries: one image's code with one part taken from another image.
+
+    The top row shows the data: ``x[0]`` (image A, top left) and the P ``partners`` (images B_j).
+    Row k below it decodes A's code with the latents ``parts[name_k]`` replaced by B_j's, in the
+    column of B_j; the row is labelled with the factor the part is meant to carry, and its first
+    cell shows A again. A part that carries its factor and only it gives A with B_j's value of
+    that factor, and nothing else of B_j. Codes are the encoder's means (the decoder's input
+    order: continuous latents, then a JointVAE's one-hot categories), decoded as in
+    :func:`decode_images`.
+
+    Args:
+        model: an autoencoder with ``encode`` (images -> (means, ...)) and ``decode``, e.g. a
+            ``bvae_lib.models.VAE`` trained with ``DualSwapConfig``.
+        x: images (M, C, 64, 64) or one image (C, 64, 64); the grid starts from ``x[0]``.
+        partners: the P images (P, C, 64, 64) whose parts are swapped in, one column each.
+        parts: {factor name: latent indices}, one row each, in this order -- e.g.
+            ``build_objective(DualSwapConfig(...)).parts(dataset.factor_names)``, or
+            ``{name: [j]}`` for a VAE's best latent per factor
+            (:func:`bvae_lib.metrics.factor_alignment`).
+    """
+    a = _as_batch(x, model)[:1]
+    b = _as_batch(partners, model)
+    if b.shape[1:] != a.shape[1:]:
+        shape = ", ".join(str(n) for n in a.shape[1:])
+        raise ValueError(f"partners must be images shaped like x, (P, {shape}); got "
+                         f"{tuple(b.shape)}")
+    if not isinstance(parts, Mapping) or not parts:
+        raise ValueError(f"parts must map factor names to the latents that carry them, e.g. "
+                         f"{{'position_x': [6, 7]}}; got {parts!r}")
+    mu, _, onehots = _encode(model, torch.cat([a, b]))
+    codes = torch.cat([mu, *onehots], dim=1)
+    d = codes.shape[1]
+    rows = []
+    for name, latents in parts.items():
+        idx = np.atleast_1d(np.asarray(latents))
+        if (idx.size == 0 or idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer)
+                or idx.min() < 0 or idx.max() >= d):
+            raise ValueError(f"the part of {name!r} must be a non-empty list of latent indices "
+                             f"in [0, {d - 1}] (the code has {d} dimensions), got {latents!r}")
+        hybrid = codes[:1].repeat(len(b), 1)
+        cols = torch.as_tensor(idx.astype(np.int64), device=codes.device)
+        hybrid[:, cols] = codes[1:][:, cols]
+        rows.append(decode_images(model, hybrid))                     # (P, C, H, W)
+    data = torch.cat([a, b]).float().cpu()
+    first = torch.cat([data[:1]] * len(rows))                          # A at the head of each row
+    grid = torch.stack([data, *[torch.cat([first[i:i + 1], r]) for i, r in enumerate(rows)]])
+    n_rows, n_cols, _, h, w = grid.shape
+    pad = 2
+    left, top, bottom = 1.3, 0.65, 0.05                               # inches: labels, title
+    width, height = cell_inches * n_cols, cell_inches * n_rows
+    fig = Figure(figsize=(left + width + 0.05, bottom + height + top))
+    ax = fig.add_axes((left / (left + width + 0.05), bottom / (bottom + height + top),
+                       width / (left + width + 0.05), height / (bottom + height + top)))
+    _imshow(ax, _montage(grid, pad=pad))
+    ax.set_yticks([i * (h + pad) + h / 2 for i in range(n_rows)])
+    ax.set_yticklabels(["data"] + [f"swap {name}" for name in parts], fontsize=8)
+    ax.set_xticks([j * (w + pad) + w / 2 for j in range(n_cols)])
+    ax.set_xticklabels(["A"] + [f"$B_{{{j + 1}}}$" for j in range(n_cols - 1)], fontsize=8)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    ax.axhline(h + pad / 2 - 0.5, color="C1", lw=1.0)                 # data | swaps
+    ax.axvline(w + pad / 2 - 0.5, color="C1", lw=1.0)                 # A | partners
+    ax.set_title(title or "A's code with one part from $B_j$'s", fontsize=9, pad=14)
+    return fig
