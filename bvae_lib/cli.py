@@ -230,7 +230,7 @@ def _add_train(sub) -> None:
                         "overrides)")
     for f in _train_flags():
         default = _field_default(f)
-        g.add_argument(_flag(f.name), dest="t_" + f.name, type=type(default),
+        g.add_argument(_flag(f.name), dest=f.name, type=type(default),
                        metavar=_metavar(default),
                        help=f"{_TRAIN_HELP.get(f.name, f.name)} (default: {default:g})")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
@@ -346,7 +346,7 @@ def _cmd_train(args) -> int:
         steps = train_lib.budget(cpu=2_000)
     numbers = {}                   # a flag given, else the run's own value, else the default
     for f in _train_flags():
-        given = getattr(args, "t_" + f.name)
+        given = getattr(args, f.name)
         numbers[f.name] = given if given is not None else train_base.get(f.name,
                                                                          _field_default(f))
     train_config = train_lib.TrainConfig(
