@@ -2,7 +2,7 @@
 
     python benchmarks/bench_dci.py                 # the shipped models, about 5 minutes on 2 cores
 
-DCI's own work is growing one classifier per factor on 10,000 codes (``bvae_lib.metrics.dci``).
+DCI's own work is growing one classifier per factor on 10,000 codes (``bvae_lib/metrics/_dci.py``).
 This script encodes 15,000 random dSprites images with each shipped model (three draws of
 images) and scores them with the default forest and with cheaper or larger alternatives,
 printing for each the time DCI's classifier work takes (fitting every factor, predicting the
@@ -24,7 +24,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from bvae_lib import zoo
 from bvae_lib.data import DSprites
-from bvae_lib.metrics.dci import _completeness, _disentanglement, fit_predictors
+from bvae_lib.metrics._dci import _completeness, _disentanglement, fit_predictors
 from bvae_lib.metrics.utils import encode
 
 
@@ -48,7 +48,7 @@ VARIANTS = {
 
 
 def score(make, z, v):
-    # exactly DCI's own fitting loop (bvae_lib.metrics.dci.fit_predictors), with another predictor
+    # exactly DCI's own fitting loop (bvae_lib.metrics._dci.fit_predictors), with another predictor
     start = time.perf_counter()
     R, _, acc_test = fit_predictors(make, z[:10_000], v[:10_000], z[10_000:], v[10_000:])
     return (time.perf_counter() - start, _disentanglement(R)[0], _completeness(R)[0],

@@ -75,7 +75,7 @@ def test_dsprites_images_centroid_codes_capture_position_and_scale():
         cy = (x.sum(3).squeeze(1) * grid).sum(1, keepdim=True) / mass
         cx = (x.sum(2).squeeze(1) * grid).sum(1, keepdim=True) / mass
         return torch.cat([mass, cx, cy], 1)
-    result = beta_vae_score(centroid, DSprites(), batch_size=8, num_train=150, num_eval=150)
+    result = beta_vae_score(centroid, DSprites(), pairs_per_point=8, num_train=150, num_eval=150)
     assert result.score > 0.6
 
 

@@ -6,7 +6,7 @@ import torch
 
 from bvae_lib.baselines import IdentityObservations, identity
 from bvae_lib.metrics import dci, dci_from_codes, sap, sap_from_codes
-from bvae_lib.metrics.dci import _completeness, _disentanglement
+from bvae_lib.metrics._dci import _completeness, _disentanglement
 
 GRID = IdentityObservations((3, 4, 5, 6))      # few classes: the tree ensembles stay fast
 SMALL = dict(num_train=1000, num_test=500)
@@ -130,7 +130,7 @@ def test_sap_exact_svm_is_liblinears_optimum(case):
     # The exact one-feature solver minimises the objective LinearSVC(C=0.01, balanced) solves:
     # same w and b as liblinear run to a tight tolerance, hence the same predictions.
     from bvae_lib.metrics._sap_solver import SortedCodes, predict
-    from bvae_lib.metrics.sap import SVM_C
+    from bvae_lib.metrics._sap import SVM_C
     rng = np.random.default_rng(0)
     make_x, make_y = SVM_CASES[case]
     x = make_x(rng)

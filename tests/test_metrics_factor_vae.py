@@ -71,7 +71,15 @@ def test_bad_inputs_raise_clear_errors(oracle):
         factor_vae_score(identity, oracle, factors=("size",), **SMALL)
     with pytest.raises(ValueError, match="NaN"):
         factor_vae_score(lambda v: v / 0 * 0, oracle, **SMALL)
-    with pytest.raises(ValueError, match="batch_size"):
-        factor_vae_score(identity, oracle, batch_size=1, **SMALL)
+    with pytest.raises(ValueError, match="images_per_vote"):
+        factor_vae_score(identity, oracle, images_per_vote=1, **SMALL)
     with pytest.raises(ValueError, match="prune_threshold"):
         factor_vae_score(identity, oracle, prune_threshold=-1.0, **SMALL)
+
+
+@pytest.mark.parametrize("metric, new_name", [(factor_vae_score, "images_per_vote"),
+                                              (beta_vae_score, "pairs_per_point")])
+def test_the_old_name_of_L_is_refused_with_its_new_name(oracle, metric, new_name):
+    # batch_size is the encoding batch in MIG, DCI and SAP: here it must not pass silently
+    with pytest.raises(TypeError, match=f"pass {new_name}=8 .*encode_batch_size"):
+        metric(identity, oracle, batch_size=8, num_train=50, num_eval=50)

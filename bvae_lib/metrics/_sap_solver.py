@@ -1,6 +1,6 @@
 """SAP's exact solver: LinearSVC's problem on one code dimension, solved by Newton's method.
 
-:mod:`bvae_lib.metrics.sap` defines the score; this module only makes its discrete-factor
+:mod:`bvae_lib.metrics._sap` defines the score; this module only makes its discrete-factor
 classifiers fast. A first reading can skip it.
 
 LinearSVC minimises, for each class c against the rest

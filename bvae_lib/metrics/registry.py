@@ -4,7 +4,8 @@ Each entry names the scoring function and two sets of sample sizes besides the f
 defaults (which are the papers'): ``fast``, about 50x smaller, for a quick look on a CPU
 (``python -m bvae_lib evaluate --fast``); and ``zoo``, the sizes recorded in every shipped
 model's manifest (``bvae_lib.zoo``), small enough that ``zoo verify`` recomputes them in about a
-minute. :func:`to_json` turns any metric result into JSON values.
+minute. The benchmarks (``benchmarks/bench_metrics.py``) time the functions of this table.
+:func:`to_json` turns any metric result into JSON values.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
-from .beta_vae import beta_vae_score
-from .factor_vae import factor_vae_score
-from .mig import mig
+from ._beta_vae import beta_vae_score
+from ._dci import dci
+from ._factor_vae import factor_vae_score
+from ._mig import mig
+from ._sap import sap
 
 __all__ = ["Metric", "REGISTRY", "to_json"]
 
@@ -25,7 +28,7 @@ class Metric:
     name: str
     function: Callable        # (representation, dataset, seed=..., **sizes) -> a result
     fast: dict                # `evaluate --fast`
-    zoo: dict                 # the zoo's manifests
+    zoo: dict | None          # the zoo's manifests (None: not recorded there)
 
 
 #: The papers' sizes are the functions' defaults (beta-VAE metric 10,000 + 5,000 points of
@@ -41,6 +44,9 @@ REGISTRY = {m.name: m for m in (
     Metric("factor_vae", factor_vae_score,
            fast=dict(num_train=200, num_eval=100, num_variance_estimate=2_000),
            zoo=dict(num_train=300, num_eval=150, num_variance_estimate=5_000)),
+    # DCI and SAP are scored from the command line; the manifests do not record them (zoo=None)
+    Metric("dci", dci, fast=dict(num_train=1_000, num_test=500), zoo=None),
+    Metric("sap", sap, fast=dict(num_train=1_000, num_test=500), zoo=None),
 )}
 
 

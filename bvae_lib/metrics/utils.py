@@ -23,10 +23,22 @@ from .._validate import is_int
 #: small enough to stay bounded in memory: 8192 x 64 x 64 float32 is 128 MB.
 RENDER_CHUNK = 8192
 
-Representation = Callable[[torch.Tensor], "torch.Tensor | np.ndarray"]
+#: What every metric scores: any callable images -> codes ``(n, d)``, torch or numpy
+#: (``model.representation``, a fitted PCA, a lambda). :class:`bvae_lib.baselines.Representation`
+#: is one such callable that also carries a name and a dimension.
+RepresentationFn = Callable[[torch.Tensor], "torch.Tensor | np.ndarray"]
 
 
 # -- argument checks --------------------------------------------------------------------------
+
+def renamed_batch_size(batch_size, new_name: str, meaning: str) -> None:
+    """Refuse the old name of L in the beta-VAE metric and the FactorVAE score: ``batch_size``
+    means the encoding batch in every other metric, so it is not silently accepted here."""
+    if batch_size is not None:
+        raise TypeError(f"batch_size is not an argument here: pass {new_name}={batch_size!r} for "
+                        f"{meaning} (earlier versions called it batch_size), or "
+                        f"encode_batch_size for how many images are encoded at once")
+
 
 def check_int(value, name: str, minimum: int = 1) -> int:
     """``value`` as an int >= ``minimum``, or a ValueError naming the argument."""
@@ -168,7 +180,7 @@ def _to_numpy(out, n: int) -> np.ndarray:
     return arr
 
 
-def encode(representation: Representation, images: torch.Tensor, batch_size: int = 256
+def encode(representation: RepresentationFn, images: torch.Tensor, batch_size: int = 256
            ) -> np.ndarray:
     """Codes ``(n, d)`` float64 of ``images``, in batches of ``batch_size``, without gradients."""
     n = images.shape[0]
@@ -183,7 +195,7 @@ def encode(representation: Representation, images: torch.Tensor, batch_size: int
     return check_codes(codes, "the representation's codes")
 
 
-def encode_factors(representation: Representation, dataset, factors: torch.Tensor,
+def encode_factors(representation: RepresentationFn, dataset, factors: torch.Tensor,
                    batch_size: int = 256) -> np.ndarray:
     """Codes of the images of ``factors`` (n, K): rendered in chunks of RENDER_CHUNK images on
     the dataset's device, encoded in batches of ``batch_size``."""
@@ -218,7 +230,7 @@ def encode_gaussian(representation, images: torch.Tensor, batch_size: int = 256)
     return mu, logvar
 
 
-def sample_codes(representation: Representation, dataset, num_points: int,
+def sample_codes(representation: RepresentationFn, dataset, num_points: int,
                  generator: torch.Generator, batch_size: int = 256):
     """``num_points`` uniformly drawn factor combinations and their codes:
     ``(codes (n, d) float64, factor classes (n, K) int64)``, both numpy."""
@@ -227,7 +239,7 @@ def sample_codes(representation: Representation, dataset, num_points: int,
     return codes, factors.cpu().numpy()
 
 
-def train_test_codes(representation: Representation, dataset, factors, num_train: int,
+def train_test_codes(representation: RepresentationFn, dataset, factors, num_train: int,
                      num_test: int, seed: int, batch_size: int = 256):
     """The common start of the classifier-based metrics (DCI, SAP): resolve the factor set, then
     encode ``num_train`` and ``num_test`` random images. Returns

@@ -17,7 +17,7 @@ small" is itself a linearly separable signature of the missing factor.
 
 Defaults (and their source):
 
-* ``batch_size=64`` pairs per point (Higgins: L = 64; disentanglement_lib ``batch_size=64``),
+* ``pairs_per_point=64`` (Higgins: L = 64; disentanglement_lib calls it ``batch_size``),
   ``num_train=10_000`` and ``num_eval=5_000`` points (disentanglement_lib's beta_vae.gin);
 * a logistic-regression classifier (disentanglement_lib: ``sklearn.linear_model.
   LogisticRegression``; Higgins trained a linear softmax classifier with Adagrad);
@@ -32,7 +32,7 @@ a collapsed encoder, whose means move only a little with the input, is scaled up
 score well above chance (1/K) -- read the metric together with the KL per latent.
 
 Cost at the defaults: (10,000 + 5,000) points x 64 pairs x 2 images = 1,920,000 images encoded.
-Pass smaller ``num_train``/``num_eval``/``batch_size`` for a quick estimate (the book uses e.g.
+Pass smaller ``num_train``/``num_eval``/``pairs_per_point`` for a quick estimate (the book uses e.g.
 ``num_train=1000, num_eval=500``: 192,000 images).
 """
 
@@ -46,15 +46,15 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from .utils import (RENDER_CHUNK, Representation, check_int, encode, make_generator,
-                    resolve_fixed_factors, sklearn_seed)
+from .utils import (RENDER_CHUNK, RepresentationFn, check_int, encode, make_generator,
+                    renamed_batch_size, resolve_fixed_factors, sklearn_seed)
 
 #: Higgins et al. (2017) score the dSprites factors other than shape.
 HIGGINS_FACTORS = ("scale", "orientation", "position_x", "position_y")
 
 
 @dataclass(frozen=True)
-class BetaVAEScore:
+class BetaVAEResult:
     """Result of :func:`beta_vae_score`; ``score`` is the held-out accuracy."""
     score: float
     train_accuracy: float
@@ -64,19 +64,22 @@ class BetaVAEScore:
     num_images: int                   # images encoded
 
 
-def beta_vae_score(representation: Representation, dataset,
+def beta_vae_score(representation: RepresentationFn, dataset,
                    factors: "Sequence[str | int] | None" = HIGGINS_FACTORS,
-                   batch_size: int = 64, num_train: int = 10_000, num_eval: int = 5_000,
-                   seed: int = 0, encode_batch_size: int = 256) -> BetaVAEScore:
+                   pairs_per_point: int = 64, num_train: int = 10_000, num_eval: int = 5_000,
+                   seed: int = 0, encode_batch_size: int = 256, *,
+                   batch_size: None = None) -> BetaVAEResult:
     """The beta-VAE metric of ``representation`` on ``dataset`` (see the module docstring).
 
     ``representation``: any callable images -> codes (n, d), torch or numpy. ``factors``: names
     or indices of the factors the classifier must tell apart (``None``: all of them); factors
-    left out still vary freely in every pair. ``batch_size`` is L, the number of pairs averaged
-    per point. Defaults encode 1,920,000 images; cost is ``2 * L * (num_train + num_eval)``.
+    left out still vary freely in every pair. ``pairs_per_point`` is L, the number of pairs
+    averaged per point; ``encode_batch_size`` only sets how many images are encoded at once.
+    Defaults encode 1,920,000 images; cost is ``2 * L * (num_train + num_eval)``.
     """
     factor_idx = resolve_fixed_factors(dataset, factors, "beta-VAE metric")
-    L = check_int(batch_size, "batch_size")
+    renamed_batch_size(batch_size, "pairs_per_point", "L, the pairs averaged per point")
+    L = check_int(pairs_per_point, "pairs_per_point")
     num_train = check_int(num_train, "num_train")
     num_eval = check_int(num_eval, "num_eval")
     encode_batch_size = check_int(encode_batch_size, "encode_batch_size")
@@ -99,7 +102,7 @@ def beta_vae_score(representation: Representation, dataset,
     confusion = np.zeros((F, F), dtype=np.int64)
     np.add.at(confusion, (y_eval, predicted), 1)
     names = tuple(dataset.factor_names[k] for k in factor_idx)
-    return BetaVAEScore(score=eval_acc, train_accuracy=train_acc, eval_accuracy=eval_acc,
+    return BetaVAEResult(score=eval_acc, train_accuracy=train_acc, eval_accuracy=eval_acc,
                         factors=names, confusion=confusion,
                         num_images=2 * L * (num_train + num_eval))
 

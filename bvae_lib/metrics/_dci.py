@@ -49,7 +49,7 @@ import scipy.stats
 import torch
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 
-from .utils import (Representation, check_codes, check_factor_classes,
+from .utils import (RepresentationFn, check_codes, check_factor_classes,
                     check_varying_factors, train_test_codes)
 
 MODELS = ("random_forest", "gbt")
@@ -71,7 +71,7 @@ class DCIResult:
     factors: tuple[str, ...]
 
 
-def dci(representation: Representation, dataset, num_train: int = 10_000,
+def dci(representation: RepresentationFn, dataset, num_train: int = 10_000,
         num_test: int = 5_000, factors: "Sequence[str | int] | None" = None,
         model: str = "random_forest", seed: int = 0, batch_size: int = 256) -> DCIResult:
     """DCI of ``representation`` on ``dataset``: encodes ``num_train + num_test`` random images

@@ -38,15 +38,15 @@ all five. ``factors=None`` scores every factor of the dataset; pass
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..distributions import gaussian_log_density
-from .utils import (Representation, check_codes, check_factor_classes, check_int,
+from ..distributions import reparameterize
+from ._mig_entropy import mixture_entropy
+from .utils import (RepresentationFn, check_codes, check_factor_classes, check_int,
                     discrete_entropy, discrete_mutual_info, encode_factors, encode_gaussian,
                     histogram_discretize, make_generator, resolve_factors, top_two_gap,
                     RENDER_CHUNK)
@@ -66,7 +66,7 @@ class MIGResult:
     num_points: int
 
 
-def mig(representation: Representation, dataset, estimator: str = "histogram",
+def mig(representation: RepresentationFn, dataset, estimator: str = "histogram",
         num_points: int | None = None, factors: "Sequence[str | int] | None" = None,
         num_bins: int = 20, codes: str = "mean", num_samples: int = 10_000, seed: int = 0,
         batch_size: int = 256, chunk_elements: int | None = None) -> MIGResult:
@@ -102,7 +102,7 @@ def mig(representation: Representation, dataset, estimator: str = "histogram",
             z = encode_factors(representation, dataset, factor_classes, batch_size)
         else:
             mu, logvar = _posterior(representation, dataset, factor_classes, batch_size)
-            z = _sample_posterior(mu, logvar, generator).cpu().numpy()
+            z = reparameterize(mu, logvar, generator).cpu().numpy()
         result = mig_from_codes(z, factor_classes.cpu().numpy()[:, factor_idx], num_bins)
         return MIGResult(**{**result.__dict__, "factors": names})
 
@@ -156,8 +156,12 @@ def mig_from_posterior(mu, logvar, factor_classes, factor_sizes: Sequence[int] |
     The computation runs on the device of ``mu``, in chunks of at most ``chunk_elements``
     densities (default: 2**18 on a CPU, which stays in cache, 2**25 on a GPU), so memory stays
     bounded whatever N is. The densities are summed in ``dtype`` (float32 by default, about 6
-    times faster than float64 on a CPU and accurate to ~1e-6 nats; see ``_entropy``); pass
-    ``dtype=torch.float64`` to check.
+    times faster than float64 on a CPU and accurate to ~1e-6 nats; see
+    :func:`bvae_lib.metrics._mig_entropy.mixture_entropy`); pass ``dtype=torch.float64`` to check.
+
+    Each entropy is H(z_j) = -E_s[log q(z_sj)], q(z_j) = 1/n sum_i q(z_j | x_i) over the images
+    in question (all of them, or those with v_k = v): the log of a mixture of n Gaussians, at
+    num_samples of its own samples. ``_mig_entropy`` evaluates that sum fast and safely.
     """
     mu = torch.as_tensor(mu, dtype=torch.float64)
     logvar = torch.as_tensor(logvar, dtype=torch.float64, device=mu.device)
@@ -182,16 +186,16 @@ def mig_from_posterior(mu, logvar, factor_classes, factor_sizes: Sequence[int] |
         raise ValueError(f"every factor needs at least 2 values (log|V_k| > 0), got "
                          f"{list(factor_sizes)}")
     generator = make_generator(seed)
-    z = _sample_posterior(mu, logvar, generator)
+    z = reparameterize(mu, logvar, generator)   # one z ~ q(z|x_n) per image, float64
 
-    marginal = _entropy(z, mu, logvar, torch.arange(mu.shape[0], device=mu.device),
+    marginal = mixture_entropy(z, mu, logvar, torch.arange(mu.shape[0], device=mu.device),
                         num_samples, generator, chunk_elements, dtype)
     conditional = torch.zeros(mu.shape[1], K, dtype=torch.float64, device=mu.device)
     for k in range(K):
         for v in torch.unique(classes[:, k]):
             members = torch.nonzero(classes[:, k] == v).reshape(-1)
             p_v = members.numel() / mu.shape[0]
-            conditional[:, k] += p_v * _entropy(z, mu, logvar, members, num_samples, generator,
+            conditional[:, k] += p_v * mixture_entropy(z, mu, logvar, members, num_samples, generator,
                                                 chunk_elements, dtype)
     mi = (marginal[:, None] - conditional).clamp(min=0).cpu().numpy()
     normaliser = np.log(np.asarray(factor_sizes, dtype=np.float64))
@@ -211,75 +215,3 @@ def _posterior(representation, dataset, factor_classes, batch_size):
         mus.append(mu)
         logvars.append(logvar)
     return torch.cat(mus), torch.cat(logvars)
-
-
-def _sample_posterior(mu, logvar, generator):
-    # Noise drawn on the CPU generator, then moved: the same seed gives the same z on any device.
-    eps = torch.randn(mu.shape, generator=generator, dtype=torch.float64).to(mu.device)
-    return mu + torch.exp(0.5 * logvar) * eps
-
-
-def _entropy(z, mu, logvar, members, num_samples, generator, chunk_elements, dtype):
-    """Monte-Carlo H(z_j) of the mixture (1/n) sum_{i in members} q(z_j|x_i), per dimension j.
-
-    The samples are the z of up to ``num_samples`` randomly chosen members (one z ~ q(z|x_i)
-    each, so they are draws from the mixture); each is scored against all members' posteriors:
-    log q(z_s) = log sum_i q(z_s|x_i) - log n. Chunked over samples and members so that no more
-    than ``chunk_elements`` densities exist at once.
-
-    Speed: with a_i = 1/sigma_i^2 and c_i = -(log sigma_i^2 + log 2 pi)/2,
-    log q(z|x_i) = c_i - a_i (z - mu_i)^2 / 2 <= max_i c_i =: C. Every density is therefore
-    summed as exp(c_i - C - a_i (z - mu_i)^2 / 2) <= 1, which cannot overflow, with no running
-    maximum to track (a logsumexp needs two extra passes). In float32 (the default) this is
-    about 6 times faster than float64 on a CPU. Accuracy: the codes are centred before the cast;
-    a log-density's relative error is then ~1e-7 (z - mu)^2 / sigma^2 * |z| / |z - mu|, a few
-    1e-5 nats for the posteriors of a trained VAE (sigma >= 0.01), and the entropies agree with
-    float64 to ~1e-6 nats (tested). A sample whose every term underflows (posterior variances
-    spread over more than ~e^170) is recomputed exactly with a float64 logsumexp, and
-    posteriors too narrow for float32's range are computed in float64 throughout.
-    """
-    n, d = members.numel(), mu.shape[1]
-    pick = torch.randperm(n, generator=generator)[:num_samples].to(members.device)
-    samples = z[members[pick]]                                           # (S, d) float64
-    mu_m, logvar_m = mu[members], logvar[members]
-    ref = mu_m.mean(0)                                                   # centre before the cast
-    c = -0.5 * (logvar_m + math.log(2 * math.pi))                        # (n, d)
-    top = c.max(0).values                                                # (d,) the C above
-    scale = torch.exp(-0.5 * logvar_m) * math.sqrt(0.5)                 # sqrt(a/2), float64
-    span = max(float((samples - ref).abs().max()), float((mu_m - ref).abs().max())) + 1.0
-    if dtype == torch.float32 and float(scale.max()) * span > 1e36:
-        dtype = torch.float64     # posteriors too narrow for float32's range (sigma < ~1e-36)
-    # Dimension-major layouts, so the sum over members runs along contiguous memory.
-    c_rel = (c - top).to(dtype).T.contiguous()                           # (d, n), <= 0
-    scale = scale.to(dtype).T.contiguous()
-    mu_scaled = ((mu_m - ref).to(dtype).T * scale).contiguous()          # (d, n)
-    zs_all = (samples - ref).to(dtype).T.contiguous()                    # (d, S)
-    per_member = max(1, min(n, chunk_elements // d))
-    per_sample = max(1, chunk_elements // (per_member * d))
-    total = torch.zeros(d, dtype=torch.float64, device=mu.device)
-    for s0 in range(0, zs_all.shape[1], per_sample):
-        zs = zs_all[:, s0:s0 + per_sample, None]                         # (d, c, 1)
-        acc = torch.zeros(d, zs.shape[1], dtype=torch.float64, device=mu.device)
-        for i0 in range(0, n, per_member):
-            part = slice(i0, i0 + per_member)
-            t = zs * scale[:, None, part]                                # (d, c, m)
-            t.sub_(mu_scaled[:, None, part]).square_().neg_().add_(c_rel[:, None, part]).exp_()
-            acc += t.sum(2).double()
-        lse = acc.log()                                                  # log sum_i q / e^C
-        bad = acc <= 0                                                   # every term underflowed
-        if bad.any():
-            exact = _log_mixture_exact(samples[s0:s0 + per_sample], mu_m, logvar_m, per_member)
-            lse = torch.where(bad, exact.T - top[:, None], lse)
-        total += lse.sum(1)
-    return -(total / samples.shape[0] + top - math.log(n))
-
-
-def _log_mixture_exact(zs, mu_m, logvar_m, per_member):
-    """log sum_i q(z_s|x_i) per sample and dimension, (c, d), by a float64 logsumexp."""
-    lse = None
-    for i0 in range(0, mu_m.shape[0], per_member):
-        logq = gaussian_log_density(zs[None], mu_m[i0:i0 + per_member, None],
-                                    logvar_m[i0:i0 + per_member, None])  # (m, c, d)
-        part = torch.logsumexp(logq, dim=0)
-        lse = part if lse is None else torch.logaddexp(lse, part)
-    return lse

@@ -25,13 +25,13 @@ import torch
 
 from .utils import check_ground_truth, check_int, encode, make_generator
 
-__all__ = ["SwapAccuracy", "swap_accuracy"]
+__all__ = ["SwapResult", "swap_accuracy"]
 
 Decoder = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
-class SwapAccuracy:
+class SwapResult:
     """Result of :func:`swap_accuracy`; arrays are indexed like ``factors``."""
     accuracy: np.ndarray          # (F,) share of swaps decoded as the right rendering
     chance: np.ndarray            # (F,) the same for a decoder drawing a random value of factor k
@@ -73,7 +73,7 @@ def _distances(images: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
 
 def swap_accuracy(representation, decode: Decoder, dataset,
                   parts: Mapping[str, Sequence[int]], num_pairs: int = 500, seed: int = 0,
-                  batch_size: int = 250) -> SwapAccuracy:
+                  batch_size: int = 250) -> SwapResult:
     """Swap accuracy of a code whose part ``parts[name]`` (latent indices) carries factor
     ``name`` (see the module docstring).
 
@@ -124,4 +124,4 @@ def swap_accuracy(representation, decode: Decoder, dataset,
         names.append(dataset.factor_names[k])
         accuracy.append(right / num_pairs)
         chance.append(equal / num_pairs)
-    return SwapAccuracy(np.array(accuracy), np.array(chance), tuple(names), num_pairs)
+    return SwapResult(np.array(accuracy), np.array(chance), tuple(names), num_pairs)

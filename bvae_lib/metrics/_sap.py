@@ -36,7 +36,7 @@ import torch
 from sklearn.svm import LinearSVC
 
 from ._sap_solver import SortedCodes, predict
-from .utils import (Representation, check_codes, check_factor_classes, check_varying_factors,
+from .utils import (RepresentationFn, check_codes, check_factor_classes, check_varying_factors,
                     top_two_gap, train_test_codes)
 
 SOLVERS = ("exact", "liblinear")
@@ -53,7 +53,7 @@ class SAPResult:
     continuous_factors: bool
 
 
-def sap(representation: Representation, dataset, num_train: int = 10_000,
+def sap(representation: RepresentationFn, dataset, num_train: int = 10_000,
         num_test: int = 5_000, factors: "Sequence[str | int] | None" = None,
         continuous_factors: bool = False, seed: int = 0, batch_size: int = 256,
         solver: str = "exact") -> SAPResult:

@@ -2,7 +2,7 @@
 
 Kim & Mnih's fix for the beta-VAE metric. One *vote* is made like this:
 
-1. choose a factor k; draw L = ``batch_size`` images that all share one value of v_k and are
+1. choose a factor k; draw L = ``images_per_vote`` images that all share one value of v_k and are
    random elsewhere;
 2. divide each code dimension by its standard deviation over the whole data (so units do not
    matter) and take the empirical variance of each dimension over the L codes;
@@ -33,12 +33,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .utils import (RENDER_CHUNK, Representation, check_int, encode, encode_factors,
-                    make_generator, resolve_fixed_factors)
+from .utils import (RENDER_CHUNK, RepresentationFn, check_int, encode, encode_factors,
+                    make_generator, renamed_batch_size, resolve_fixed_factors)
 
 
 @dataclass(frozen=True)
-class FactorVAEScore:
+class FactorVAEResult:
     """Result of :func:`factor_vae_score`; ``score`` is the held-out vote accuracy."""
     score: float
     train_accuracy: float
@@ -50,19 +50,21 @@ class FactorVAEScore:
     num_images: int
 
 
-def factor_vae_score(representation: Representation, dataset,
-                     factors: "Sequence[str | int] | None" = None, batch_size: int = 64,
+def factor_vae_score(representation: RepresentationFn, dataset,
+                     factors: "Sequence[str | int] | None" = None, images_per_vote: int = 64,
                      num_train: int = 10_000, num_eval: int = 5_000,
                      num_variance_estimate: int = 10_000, prune_threshold: float = 0.0,
-                     seed: int = 0, encode_batch_size: int = 256) -> FactorVAEScore:
+                     seed: int = 0, encode_batch_size: int = 256, *,
+                     batch_size: None = None) -> FactorVAEResult:
     """The FactorVAE score of ``representation`` on ``dataset`` (see the module docstring).
 
     ``factors``: which factors are fixed in votes (``None``: all, as Kim & Mnih and
     disentanglement_lib). Defaults encode 970,000 images:
-    ``batch_size * (num_train + num_eval) + num_variance_estimate``.
+    ``images_per_vote * (num_train + num_eval) + num_variance_estimate``.
     """
     factor_idx = resolve_fixed_factors(dataset, factors, "FactorVAE score")
-    L = check_int(batch_size, "batch_size", minimum=2)
+    renamed_batch_size(batch_size, "images_per_vote", "L, the images of one vote")
+    L = check_int(images_per_vote, "images_per_vote", minimum=2)
     num_train = check_int(num_train, "num_train")
     num_eval = check_int(num_eval, "num_eval")
     num_var = check_int(num_variance_estimate, "num_variance_estimate", minimum=2)
@@ -81,7 +83,7 @@ def factor_vae_score(representation: Representation, dataset,
     active = np.flatnonzero(global_std > prune_threshold)
     F = len(factor_idx)
     if active.size == 0:
-        return FactorVAEScore(0.0, 0.0, 0.0, np.zeros((0, F), np.int64), active, global_std,
+        return FactorVAEResult(0.0, 0.0, 0.0, np.zeros((0, F), np.int64), active, global_std,
                               names, num_images)
 
     train = _votes(representation, dataset, factor_idx, L, num_train, generator, global_std,
@@ -92,7 +94,7 @@ def factor_vae_score(representation: Representation, dataset,
     rows = np.arange(len(active))
     train_acc = float(train[rows, classifier].sum() / train.sum())
     eval_acc = float(evals[rows, classifier].sum() / evals.sum())
-    return FactorVAEScore(eval_acc, train_acc, eval_acc, train, active, global_std, names,
+    return FactorVAEResult(eval_acc, train_acc, eval_acc, train, active, global_std, names,
                           num_images)
 
 

@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .mig import mig_from_codes
+from ._mig import mig_from_codes
 from .utils import check_int
 
 __all__ = ["Alignment", "factor_alignment", "MatchedAccuracy", "matched_accuracy",
