@@ -178,6 +178,8 @@ def _train_flags() -> list[dataclasses.Field]:
 
 
 def _add_train(sub) -> None:
+    # Longer than ~60 lines but flat: one argument group per config (model, objective, data,
+    # training), each flag one declaration, most generated from the dataclasses' fields.
     from bvae_lib.models import ModelConfig
 
     tr = sub.add_parser("train", help="train a model (or continue a run with --resume)",
@@ -304,6 +306,28 @@ def _make_dataset(name: str, data: str | None, download: bool = False):
     raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {name!r}")
 
 
+def _train_config(args, train_base: dict, resuming: bool):
+    """The run's TrainConfig: a flag given, else the resumed run's own value, else the default."""
+    from bvae_lib import train as train_lib
+
+    if args.steps is not None:
+        steps = args.steps
+    elif resuming:
+        steps = train_base.get("steps")   # "continues exactly where it stopped": its own target
+    else:
+        steps = train_lib.budget(cpu=2_000)
+    numbers = {}
+    for f in _train_flags():
+        given = getattr(args, f.name)
+        numbers[f.name] = given if given is not None else train_base.get(f.name,
+                                                                         _field_default(f))
+    return train_lib.TrainConfig(
+        steps=steps, **numbers, device=args.device,
+        amp=False if args.no_amp else {"auto": None, "on": True, "off": False}[args.amp],
+        channels_last=False if args.no_channels_last else None,
+        compile=args.compile, progress=False if args.no_progress else None)
+
+
 def _cmd_train(args) -> int:
     from bvae_lib import checkpoint as ckpt_lib
     from bvae_lib import train as train_lib
@@ -338,23 +362,7 @@ def _cmd_train(args) -> int:
     model_config = _config_from_args(ModelConfig, args, model_given, model_base)
     objective_config = _objective_config(args, objective_given, objective_base)
 
-    if args.steps is not None:
-        steps = args.steps
-    elif resuming:
-        steps = train_base.get("steps")   # "continues exactly where it stopped": its own target
-    else:
-        steps = train_lib.budget(cpu=2_000)
-    numbers = {}                   # a flag given, else the run's own value, else the default
-    for f in _train_flags():
-        given = getattr(args, f.name)
-        numbers[f.name] = given if given is not None else train_base.get(f.name,
-                                                                         _field_default(f))
-    train_config = train_lib.TrainConfig(
-        steps=steps, **numbers, device=args.device,
-        amp=False if args.no_amp else {"auto": None, "on": True, "off": False}[args.amp],
-        channels_last=False if args.no_channels_last else None,
-        compile=args.compile, progress=False if args.no_progress else None)
-
+    train_config = _train_config(args, train_base, resuming)
     data_path = args.data if args.data is not None else run.get("data")
     if resuming and run and (dataset_name, data_path) != (run.get("dataset"), run.get("data")):
         raise ValueError(f"cannot resume {out}: it was trained on --dataset {run.get('dataset')} "

@@ -791,6 +791,7 @@ class _RunClock:
         prior = ckpt.get("extra", {}) if ckpt else {}
         self.prior_wall = float(prior.get("wall_seconds", 0.0))
         self.prior_cpu = float(prior.get("cpu_seconds", 0.0))
+        self.continued_from = prior.get("continued_from", [])   # zoo.continue_run's records
         self.dataset, self.step = repr(dataset), step
         self.device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
                             else f"{device.type} ({torch.get_num_threads()} threads)")
@@ -814,7 +815,8 @@ class _RunClock:
     def extra(self) -> dict:
         return {"dataset": self.dataset, "device": self.device_name, **self.step.settings(),
                 "wall_seconds": self.prior_wall + time.perf_counter() - self.t0,
-                "cpu_seconds": self.prior_cpu + time.process_time() - self.c0}  # all threads
+                "cpu_seconds": self.prior_cpu + time.process_time() - self.c0,  # all threads
+                **({"continued_from": self.continued_from} if self.continued_from else {})}
 
 
 #: A run of at least this many steps announces, after its first few hundred, how long it will

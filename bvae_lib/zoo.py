@@ -36,8 +36,8 @@ from ._validate import is_int
 from .metrics.registry import REGISTRY
 
 __all__ = ["PRETRAINED_DIR", "METRIC_SETTINGS", "RECIPES", "available", "manifest", "load",
-           "export", "evaluate", "verify", "train_command", "train_zoo", "showcase",
-           "showcase_record"]
+           "export", "continue_run", "evaluate", "verify", "train_command", "train_zoo",
+           "showcase", "showcase_record"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 WEIGHTS_NAME, MANIFEST_NAME = "weights.pt", "manifest.json"
@@ -57,7 +57,9 @@ METRIC_SEED = 0
 #: length (Burgess et al. 2018: gamma 1000, C 0 -> 25 nats over 100,000 iterations). The beta-VAE
 #: family uses PyTorch's initialisation and lr 1e-3: short pilots of beta = 4 on this CPU aligned
 #: its latents with position and scale with it, and rotated them with He initialisation at lr
-#: 1e-3 and 1e-4 (chapter 8 shows the pilots).
+#: 1e-3 and 1e-4 (chapter 8 shows the pilots). FactorVAE takes the same recipe, so that it is
+#: compared with beta_tcvae at equal training; gamma = 10 is the smallest of Kim & Mnih's dSprites
+#: sweep {10, ..., 100} (its discriminator keeps the paper's Adam, lr 1e-4, betas (0.5, 0.9)).
 RECIPES = {
     "beta1": ("beta-VAE, beta = 1 (the VAE)",
               "--init pytorch --objective beta_vae --beta 1 --lr 1e-3"),
@@ -75,6 +77,9 @@ RECIPES = {
                   "--init he --objective joint_vae --latent-dim 6 --categorical-dims 3 "
                   "--gamma 150 --cont-capacity-max 40 --disc-capacity-max 1.1 "
                   "--capacity-steps {steps} --lr 5e-4"),
+    "factor_vae": ("FactorVAE, gamma = 10: beta4's recipe (init, lr) with the discriminator's TC "
+                   "penalty in place of beta",
+                   "--init pytorch --objective factor_vae --gamma 10 --lr 1e-3"),
     "dual_swap": ("Dual-Swap Disentangling, one part of 2 latents per dSprites factor, 10% of the "
                   "pairs labelled; 32 pairs (64 images) a step",
                   "--init he --objective dual_swap --latent-dim 10 --part-size 2 "
@@ -297,6 +302,8 @@ def export(run: str | Path, name: str, command: str, description: str = "",
         "final_losses": last,
         "history": history,
         "notes": notes,
+        # every time the run was rebuilt from exported weights (continue_run) and what was lost
+        "continued_from": ckpt.get("extra", {}).get("continued_from", []),
         "metrics": {},
     }
     write_json(folder / MANIFEST_NAME, info)        # the weights' metrics follow
@@ -304,6 +311,48 @@ def export(run: str | Path, name: str, command: str, description: str = "",
                                objective_config=ckpt["objective_config"])
     write_json(folder / MANIFEST_NAME, info)
     return folder
+
+
+def continue_run(name: str, run: str | Path, root: str | Path | None = None) -> Path:
+    """Make ``run`` a checkpoint of the exported model ``root/name`` at its step, so that
+    ``python -m bvae_lib train ... --resume`` (``zoo train NAME --resume``) continues it.
+
+    For a long run whose run directory was lost with its machine. The continuation is not the
+    run an uninterrupted machine would have made, and the checkpoint says why in
+    ``extra["continued_from"]`` (carried into the next export's manifest): the weights come back
+    from their half-precision export, Adam's moment estimates restart from zero, and the batch
+    generator is reseeded with ``seed + step``. Wall and CPU time, the history and the
+    arithmetic settings carry over from the manifest. A FactorVAE's discriminator is not
+    exported, so a FactorVAE run cannot be continued this way.
+    """
+    from bvae_lib.checkpoint import CHECKPOINT_NAME, save_checkpoint
+
+    info = manifest(name, root)
+    run = Path(run)
+    if (run / CHECKPOINT_NAME).exists():
+        raise ValueError(f"{run} already holds a checkpoint: continue it with --resume (this "
+                         f"would overwrite it), or pass another run directory")
+    if info["objective_config"].get("name") == "factor_vae":
+        raise ValueError(f"{name!r} is a FactorVAE: its discriminator is not in the exported "
+                         f"weights, so the run cannot be continued from them; train it again")
+    model = load(name, root=root)
+    train_config, steps = info["train_config"], int(info["steps"])
+    generator = torch.Generator().manual_seed(int(train_config["seed"]) + steps)
+    record = {"name": name, "step": steps,
+              "from": str((Path(root) if root is not None else PRETRAINED_DIR) / name),
+              "lost": "fp32 weights (fp16 export), Adam's moments (restart at zero), the batch "
+                      "generator's state (reseeded with seed + step)"}
+    extra = {**{k: v for k, v in info.get("training", {}).items() if v is not None},
+             "device": info.get("device"), "wall_seconds": info.get("wall_seconds") or 0.0,
+             "cpu_seconds": info.get("cpu_seconds") or 0.0,
+             "continued_from": list(info.get("continued_from", [])) + [record]}
+    run.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(run, model=model.train(), objective_config=info["objective_config"],
+                           train_config=train_config,
+                           optimizer=torch.optim.Adam(model.parameters(),
+                                                      lr=float(train_config["lr"])),
+                           step=steps, history=info["history"], data_generator=generator,
+                           extra=extra)
 
 
 def verify(names: list[str] | None = None, root: str | Path | None = None,
@@ -391,6 +440,13 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--command", required=True, help="the exact command that trained it")
     ex.add_argument("--description", default="")
     ex.add_argument("--notes", default="")
+    co = sub.add_parser("continue", help="rebuild a lost run directory from exported weights, "
+                                         "to continue it with `train NAME --resume`")
+    co.add_argument("name")
+    co.add_argument("--from", dest="root", help="folder of the exported models (default: the "
+                                               "package's pretrained folder)")
+    co.add_argument("--runs", default="runs/zoo", help="where the run directories go "
+                                                      "(default runs/zoo)")
     ve = sub.add_parser("verify", help="recompute the recorded metrics from the shipped weights")
     ve.add_argument("names", nargs="*")
     sc = sub.add_parser("showcase", help="what a model shows (zoo.showcase): reconstruction, "
@@ -477,6 +533,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:12s} {m['steps']:>7d} steps on {m['device']}: {scores}")
         elif args.cmd == "export":
             print(export(args.run, args.name, args.command, args.description, notes=args.notes))
+        elif args.cmd == "continue":
+            path = continue_run(args.name, Path(args.runs) / args.name, args.root)
+            print(f"{path}: step {manifest(args.name, args.root)['steps']:,}; continue it with "
+                  f"`python -m bvae_lib.zoo train {args.name} --runs {args.runs} --resume`")
         else:
             for name, scores in verify(args.names or None).items():
                 print(name, {m: f"{a:.4f} / {b:.4f}" for m, (a, b) in scores.items()})

@@ -13,7 +13,7 @@ from bvae_lib.objectives import BetaVAEConfig
 from bvae_lib.train import TrainConfig, train
 
 TINY_METRICS = {"mig": dict(num_points=500, num_bins=10),
-                "beta_vae": dict(num_train=20, num_eval=10, batch_size=8)}
+                "beta_vae": dict(num_train=20, num_eval=10, pairs_per_point=8)}
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +201,34 @@ def test_zoo_showcase_command_measures_runs_and_shipped_models(exported, tmp_pat
     assert record["models"]["tiny"]["source"] == "zoo"
     assert record["models"][str(run)]["step"] == 4
     assert record["models"][str(run)]["measures"]["images"] == 200
+
+
+def test_a_lost_run_continues_from_its_exported_weights_and_says_what_was_lost(exported, tmp_path,
+                                                                                capsys):
+    from bvae_lib.checkpoint import load_checkpoint
+
+    _, root = exported
+    run = tmp_path / "tiny"
+    assert zoo.main(["continue", "tiny", "--from", str(root), "--runs", str(tmp_path)]) == 0
+    assert "step 4" in capsys.readouterr().out
+    ckpt = load_checkpoint(run)
+    assert ckpt["step"] == 4 and ckpt["history"]["step"] == [2, 4]
+    assert ckpt["optimizer"]["state"] == {}                  # Adam restarts: recorded, not hidden
+    [record] = ckpt["extra"]["continued_from"]
+    assert record["step"] == 4 and "Adam" in record["lost"] and "fp16" in record["lost"]
+    shipped = zoo.load("tiny", root=root)
+    for k, v in shipped.state_dict().items():                # the weights are the exported ones
+        torch.testing.assert_close(ckpt["model"][k], v, atol=0, rtol=0)
+
+    train(ModelConfig(latent_dim=4), BetaVAEConfig(beta=4), DSprites(),
+          TrainConfig(steps=6, batch_size=8, log_every=2, progress=False, device="cpu"),
+          out_dir=run, resume=True)
+    zoo.export(run, "tiny", command="python -m bvae_lib train --steps 6", root=tmp_path / "zoo",
+               settings=TINY_METRICS)
+    info = zoo.manifest("tiny", tmp_path / "zoo")
+    assert info["steps"] == 6 and info["history"]["step"] == [2, 4, 6]
+    assert [r["step"] for r in info["continued_from"]] == [4]
+    assert info["wall_seconds"] > zoo.manifest("tiny", root)["wall_seconds"]
+
+    with pytest.raises(ValueError, match="already holds a checkpoint"):   # never overwrites
+        zoo.continue_run("tiny", run, root)
