@@ -627,15 +627,18 @@ class FactorVAELoss(Objective):
         if self.discriminator is None:
             self.bind(z.shape[1]).to(z.device)
         tc = density_ratio_tc(self.discriminator(z))
-        zd = z.detach()
-        logits = self.discriminator(torch.cat([zd, permute_dims(zd)]))
-        labels = torch.cat([torch.zeros(len(zd), dtype=torch.long, device=z.device),
-                            torch.ones(len(zd), dtype=torch.long, device=z.device)])
-        disc_loss = F.cross_entropy(logits, labels)
+        disc_loss, accuracy = self.discriminator_loss(z.detach())
         self._pending = disc_loss
-        accuracy = (logits.argmax(1) == labels).float().mean()
         return dict(loss=terms["recon"] + terms["kl"] + self.config.gamma * tc, tc=tc,
                     disc_loss=disc_loss.detach(), disc_accuracy=accuracy)
+
+    def discriminator_loss(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cross-entropy, accuracy) of the discriminator telling the codes ``z`` (class 0) from
+        the same codes with each dimension permuted across the batch (class 1)."""
+        logits = self.discriminator(torch.cat([z, permute_dims(z)]))
+        labels = torch.cat([torch.zeros(len(z), dtype=torch.long, device=z.device),
+                            torch.ones(len(z), dtype=torch.long, device=z.device)])
+        return F.cross_entropy(logits, labels), (logits.argmax(1) == labels).float().mean()
 
     def update(self) -> None:
         """One discriminator step on the loss of the last call (none if there was none)."""

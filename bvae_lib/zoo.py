@@ -313,7 +313,8 @@ def export(run: str | Path, name: str, command: str, description: str = "",
     return folder
 
 
-def continue_run(name: str, run: str | Path, root: str | Path | None = None) -> Path:
+def continue_run(name: str, run: str | Path, root: str | Path | None = None,
+                 disc_steps: int = 2_000) -> Path:
     """Make ``run`` a checkpoint of the exported model ``root/name`` at its step, so that
     ``python -m bvae_lib train ... --resume`` (``zoo train NAME --resume``) continues it.
 
@@ -323,7 +324,8 @@ def continue_run(name: str, run: str | Path, root: str | Path | None = None) -> 
     from their half-precision export, Adam's moment estimates restart from zero, and the batch
     generator is reseeded with ``seed + step``. Wall and CPU time, the history and the
     arithmetic settings carry over from the manifest. A FactorVAE's discriminator is not
-    exported, so a FactorVAE run cannot be continued this way.
+    exported: a fresh one is fitted alone for ``disc_steps`` steps on the encoder's codes (the
+    VAE frozen) before the run continues, so that its TC penalty does not restart from chance.
     """
     from bvae_lib.checkpoint import CHECKPOINT_NAME, save_checkpoint
 
@@ -332,9 +334,6 @@ def continue_run(name: str, run: str | Path, root: str | Path | None = None) -> 
     if (run / CHECKPOINT_NAME).exists():
         raise ValueError(f"{run} already holds a checkpoint: continue it with --resume (this "
                          f"would overwrite it), or pass another run directory")
-    if info["objective_config"].get("name") == "factor_vae":
-        raise ValueError(f"{name!r} is a FactorVAE: its discriminator is not in the exported "
-                         f"weights, so the run cannot be continued from them; train it again")
     model = load(name, root=root)
     train_config, steps = info["train_config"], int(info["steps"])
     generator = torch.Generator().manual_seed(int(train_config["seed"]) + steps)
@@ -342,6 +341,12 @@ def continue_run(name: str, run: str | Path, root: str | Path | None = None) -> 
               "from": str((Path(root) if root is not None else PRETRAINED_DIR) / name),
               "lost": "fp32 weights (fp16 export), Adam's moments (restart at zero), the batch "
                       "generator's state (reseeded with seed + step)"}
+    objective_state = None
+    if info["objective_config"].get("name") == "factor_vae":
+        objective_state, accuracy = _refit_discriminator(model, info, disc_steps)
+        record["lost"] += (f"; the discriminator and its Adam (not exported): a fresh one fitted "
+                           f"alone for {disc_steps:,} steps on the encoder's codes, ending at "
+                           f"accuracy {accuracy:.2f}")
     extra = {**{k: v for k, v in info.get("training", {}).items() if v is not None},
              "device": info.get("device"), "wall_seconds": info.get("wall_seconds") or 0.0,
              "cpu_seconds": info.get("cpu_seconds") or 0.0,
@@ -352,7 +357,32 @@ def continue_run(name: str, run: str | Path, root: str | Path | None = None) -> 
                            optimizer=torch.optim.Adam(model.parameters(),
                                                       lr=float(train_config["lr"])),
                            step=steps, history=info["history"], data_generator=generator,
-                           extra=extra)
+                           extra=extra, objective_state=objective_state)
+
+
+def _refit_discriminator(model, info: dict, disc_steps: int) -> tuple[dict, float]:
+    """A FactorVAE discriminator fitted alone (its own Adam, the recipe's batch) on the codes
+    z ~ q(z|x) of the frozen ``model``: (its objective state, its accuracy on the last batch)."""
+    from bvae_lib.data import DSprites
+    from bvae_lib.objectives import build_objective, objective_config_from_dict
+
+    if not is_int(disc_steps) or disc_steps < 1:
+        raise ValueError(f"disc_steps must be a positive integer, got {disc_steps!r}")
+    seed = int(info["train_config"]["seed"]) + int(info["steps"])
+    torch.manual_seed(seed)                      # the discriminator's weights and permutations
+    objective = build_objective(objective_config_from_dict(info["objective_config"]),
+                                decoder=model.config.decoder).bind(model.config.latent_dim)
+    data, generator = DSprites(), torch.Generator().manual_seed(seed)
+    model.train()                                # codes sampled from q(z|x), as in training
+    for _ in range(disc_steps):
+        with torch.no_grad():
+            z = model(data.sample(int(info["train_config"]["batch_size"]),
+                                  generator=generator)[0])["z"].float()
+        loss, accuracy = objective.discriminator_loss(z)
+        objective.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        objective.optimizer.step()
+    return objective.state_dict(), float(accuracy)
 
 
 def verify(names: list[str] | None = None, root: str | Path | None = None,
@@ -447,6 +477,8 @@ def _parser() -> argparse.ArgumentParser:
                                                "package's pretrained folder)")
     co.add_argument("--runs", default="runs/zoo", help="where the run directories go "
                                                       "(default runs/zoo)")
+    co.add_argument("--disc-steps", type=int, default=2_000,
+                    help="FactorVAE: steps fitting a fresh discriminator before the run continues")
     ve = sub.add_parser("verify", help="recompute the recorded metrics from the shipped weights")
     ve.add_argument("names", nargs="*")
     sc = sub.add_parser("showcase", help="what a model shows (zoo.showcase): reconstruction, "
@@ -534,7 +566,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "export":
             print(export(args.run, args.name, args.command, args.description, notes=args.notes))
         elif args.cmd == "continue":
-            path = continue_run(args.name, Path(args.runs) / args.name, args.root)
+            path = continue_run(args.name, Path(args.runs) / args.name, args.root,
+                                args.disc_steps)
             print(f"{path}: step {manifest(args.name, args.root)['steps']:,}; continue it with "
                   f"`python -m bvae_lib.zoo train {args.name} --runs {args.runs} --resume`")
         else:

@@ -232,3 +232,27 @@ def test_a_lost_run_continues_from_its_exported_weights_and_says_what_was_lost(e
 
     with pytest.raises(ValueError, match="already holds a checkpoint"):   # never overwrites
         zoo.continue_run("tiny", run, root)
+
+
+def test_a_factor_vae_continues_with_a_refitted_discriminator(tmp_path):
+    from bvae_lib.checkpoint import load_checkpoint
+    from bvae_lib.objectives import FactorVAEConfig
+
+    objective = FactorVAEConfig(gamma=5.0, disc_hidden=16, disc_layers=2)
+    config = dict(batch_size=8, log_every=2, progress=False, device="cpu")
+    train(ModelConfig(latent_dim=4), objective, DSprites(), TrainConfig(steps=4, **config),
+          out_dir=tmp_path / "run")
+    zoo.export(tmp_path / "run", "tiny_fvae", command="python -m bvae_lib train --steps 4",
+               root=tmp_path / "zoo", settings=TINY_METRICS)
+    run = tmp_path / "runs" / "tiny_fvae"
+    zoo.continue_run("tiny_fvae", run, tmp_path / "zoo", disc_steps=3)
+    ckpt = load_checkpoint(run)
+    assert set(ckpt["objective_state"]) == {"discriminator", "optimizer"}
+    assert ckpt["objective_state"]["optimizer"]["state"]          # it has taken Adam steps
+    [record] = ckpt["extra"]["continued_from"]
+    assert "discriminator" in record["lost"] and "3 steps" in record["lost"]
+    result = train(ModelConfig(latent_dim=4), objective, DSprites(), TrainConfig(steps=6, **config),
+                   out_dir=run, resume=True)
+    assert result.step == 6 and result.history["step"][-1] == 6
+    with pytest.raises(ValueError, match="disc_steps"):
+        zoo.continue_run("tiny_fvae", tmp_path / "other", tmp_path / "zoo", disc_steps=0)
