@@ -47,7 +47,7 @@ FORMAT = "bvae_lib.pretrained"
 #: ``bvae_lib.metrics.registry`` (smaller than the papers', so that `verify` and the test that
 #: recomputes them run in about a minute; the sizes are written into each manifest next to the
 #: scores). MIG uses disentanglement_lib's own defaults.
-METRIC_SETTINGS = {name: dict(REGISTRY[name].zoo) for name in ("mig", "factor_vae", "beta_vae")}
+METRIC_SETTINGS = {name: dict(m.zoo) for name, m in REGISTRY.items() if m.zoo is not None}
 METRIC_SEED = 0
 
 #: How each shipped model is trained: (description, the ``python -m bvae_lib train`` arguments
@@ -329,6 +329,8 @@ def continue_run(name: str, run: str | Path, root: str | Path | None = None,
     """
     from bvae_lib.checkpoint import CHECKPOINT_NAME, save_checkpoint
 
+    if not is_int(disc_steps) or disc_steps < 1:
+        raise ValueError(f"disc_steps must be a positive integer, got {disc_steps!r}")
     info = manifest(name, root)
     run = Path(run)
     if (run / CHECKPOINT_NAME).exists():
@@ -366,8 +368,6 @@ def _refit_discriminator(model, info: dict, disc_steps: int) -> tuple[dict, floa
     from bvae_lib.data import DSprites
     from bvae_lib.objectives import build_objective, objective_config_from_dict
 
-    if not is_int(disc_steps) or disc_steps < 1:
-        raise ValueError(f"disc_steps must be a positive integer, got {disc_steps!r}")
     seed = int(info["train_config"]["seed"]) + int(info["steps"])
     torch.manual_seed(seed)                      # the discriminator's weights and permutations
     objective = build_objective(objective_config_from_dict(info["objective_config"]),
