@@ -28,6 +28,8 @@ import argparse
 import json
 import platform
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -37,7 +39,7 @@ from .metrics.registry import REGISTRY
 
 __all__ = ["PRETRAINED_DIR", "METRIC_SETTINGS", "RECIPES", "available", "manifest", "load",
            "export", "continue_run", "evaluate", "verify", "train_command", "train_zoo",
-           "showcase", "showcase_record"]
+           "showcase", "showcase_record", "PROMISES", "Promise", "promise"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 WEIGHTS_NAME, MANIFEST_NAME = "weights.pt", "manifest.json"
@@ -257,6 +259,89 @@ def showcase_record(model: str, num_images: int = 4_000) -> dict:
             "train_config": {k: ckpt["train_config"].get(k) for k in ("batch_size", "lr", "seed")},
             "training": {k: ckpt.get("extra", {}).get(k) for k in ("precision", "channels_last")},
             "measures": showcase(load_model(model), num_images, parts=parts)}
+
+
+#: What the shipped models must show -- the book's claims about its zoo, with their thresholds
+#: (each measured by :func:`showcase`): ``{key: (models it needs, claim)}``. :func:`promise`
+#: measures one; the test suite and chapter 8 go through all of them.
+PROMISES = {
+    **{f"shape:{name}": ((name,), f"{name}: the true shape is drawn in >= 90% of reconstructions")
+       for name in ("beta1", "beta4", "beta16", "beta_tcvae", "annealed", "joint_vae",
+                    "factor_vae", "dual_swap")},
+    "beta4:axes": (("beta4",), "beta4: x, y and scale each on a latent of its own, "
+                               "NMI >= 0.5 and gap >= 0.3"),
+    "beta4:orientation": (("beta4",), "beta4: a latent with NMI >= 0.1 with orientation"),
+    "mig:beta": (("beta1", "beta4"), "MIG of beta4 > MIG of beta1 (Higgins et al.)"),
+    "mig:tc": (("beta4", "beta_tcvae"), "MIG of beta_tcvae >= MIG of beta4 at equal beta "
+                                        "(Chen et al.)"),
+    "annealed:order": (("annealed",), "annealed: position switches on first, scale before "
+                                      "shape and orientation (Burgess et al.)"),
+    "annealed:four": (("annealed",), "annealed: >= 4 active latents at the end, each best "
+                                     "aligned with a different factor"),
+    "joint_vae:category": (("joint_vae",), "joint_vae: the category's matched accuracy on "
+                                           "shape >= 0.7 (Dupont)"),
+}
+
+
+@dataclass(frozen=True)
+class Promise:
+    """One of :data:`PROMISES`, measured: the claim, what the models show, and whether it holds."""
+
+    key: str
+    claim: str
+    measured: str
+    holds: bool
+
+
+def promise(key: str, shown: Mapping[str, dict],
+            histories: Mapping[str, Mapping] | None = None) -> Promise:
+    """Measure promise ``key`` of :data:`PROMISES` from ``shown`` (``{model: showcase(...)}``,
+    for every model it needs) and, for the annealed model's switch-on order, ``histories``
+    (``{model: manifest history}``)."""
+    if key not in PROMISES:
+        raise KeyError(f"unknown promise {key!r}; the promises are {sorted(PROMISES)}")
+    names, claim = PROMISES[key]
+    missing = [n for n in names if n not in shown]
+    if missing:
+        raise KeyError(f"promise {key!r} needs the showcase of {missing}; pass shown[name] = "
+                       f"zoo.showcase(zoo.load(name)) for each")
+    m = shown[names[0]]
+    if key.startswith("shape:"):
+        drawn = m["shape_in_reconstruction"]
+        return Promise(key, claim, f"{drawn:.2f}", drawn >= 0.9)
+    if key == "beta4:axes":
+        f = {k: m["factors"][k] for k in ("position_x", "position_y", "scale")}
+        ok = (all(v["nmi"] >= 0.5 and v["gap"] >= 0.3 for v in f.values())
+              and len({v["latent"] for v in f.values()}) == 3)
+        return Promise(key, claim, "; ".join(f"{k} z_{v['latent']} NMI {v['nmi']:.2f} gap "
+                                             f"{v['gap']:.2f}" for k, v in f.items()), ok)
+    if key == "beta4:orientation":
+        nmi = m["factors"]["orientation"]["nmi"]
+        return Promise(key, claim, f"best NMI {nmi:.2f}", nmi >= 0.1)
+    if key in ("mig:beta", "mig:tc"):
+        a, b = (shown[n]["mig"] for n in names)
+        ok = b > a if key == "mig:beta" else b >= a
+        return Promise(key, claim, f"{names[1]} {b:.2f}, {names[0]} {a:.2f}", ok)
+    if key == "joint_vae:category":
+        acc = m["category_shape_accuracy"]
+        return Promise(key, claim, f"{acc:.2f}", acc >= 0.7)
+    from bvae_lib.viz import switch_on_steps
+
+    best = {f: v["latent"] for f, v in m["factors"].items()}
+    if key == "annealed:four":
+        active = {j for j, kl in enumerate(m["kl_per_latent"]) if kl > 0.1}
+        distinct = len({best[f] for f in best} & active)     # active latents some factor prefers
+        return Promise(key, claim, f"{len(active)} active, {distinct} of them the best latent of "
+                                   f"a factor", len(active) >= 4 and distinct >= 4)
+    if not histories or "annealed" not in histories:
+        raise KeyError("promise 'annealed:order' needs histories['annealed'] = "
+                       "zoo.manifest('annealed')['history']")
+    order = list(switch_on_steps(histories["annealed"]))       # latents, in switch-on order
+    rank = {f: order.index(j) if j in order else len(order) for f, j in best.items()}
+    ok = (bool(order) and any(best[f] == order[0] for f in ("position_x", "position_y"))
+          and rank["scale"] < min(rank["shape"], rank["orientation"]))
+    steps = [f"z_{j} ({', '.join(f for f in best if best[f] == j) or 'no factor'})" for j in order]
+    return Promise(key, claim, "switch-on order: " + (" -> ".join(steps) or "none"), ok)
 
 
 def export(run: str | Path, name: str, command: str, description: str = "",

@@ -256,3 +256,53 @@ def test_a_factor_vae_continues_with_a_refitted_discriminator(tmp_path):
     assert result.step == 6 and result.history["step"][-1] == 6
     with pytest.raises(ValueError, match="disc_steps"):
         zoo.continue_run("tiny_fvae", tmp_path / "other", tmp_path / "zoo", disc_steps=0)
+
+
+def _shown(**factors):
+    # a showcase record with the given {factor: (latent, nmi, gap)}; the rest at zero
+    names = ("shape", "scale", "orientation", "position_x", "position_y")
+    full = {f: factors.get(f, (9, 0.0, 0.0)) for f in names}
+    return {"shape_in_reconstruction": 0.95, "mig": 0.3, "kl_per_latent": [1.0] * 5 + [0.0] * 5,
+            "factors": {f: {"latent": j, "nmi": n, "gap": g} for f, (j, n, g) in full.items()}}
+
+
+def test_promises_measure_their_claims_on_known_cases():
+    good = _shown(position_x=(0, 0.6, 0.4), position_y=(1, 0.6, 0.4), scale=(2, 0.6, 0.4),
+                  orientation=(3, 0.2, 0.1), shape=(4, 0.3, 0.1))
+    assert zoo.promise("beta4:axes", {"beta4": good}).holds
+    assert zoo.promise("beta4:orientation", {"beta4": good}).holds
+    shared = _shown(position_x=(0, 0.6, 0.4), position_y=(0, 0.6, 0.4), scale=(2, 0.6, 0.4))
+    assert not zoo.promise("beta4:axes", {"beta4": shared}).holds      # x and y on one latent
+    weak = _shown(position_x=(0, 0.6, 0.2), position_y=(1, 0.6, 0.4), scale=(2, 0.6, 0.4))
+    assert not zoo.promise("beta4:axes", {"beta4": weak}).holds        # gap below 0.3
+    blurred = dict(good, shape_in_reconstruction=0.89)
+    assert not zoo.promise("shape:beta4", {"beta4": blurred}).holds
+    assert zoo.promise("shape:beta4", {"beta4": good}).measured == "0.95"
+    low = dict(good, mig=0.2)
+    assert zoo.promise("mig:beta", {"beta1": low, "beta4": good}).holds
+    assert not zoo.promise("mig:beta", {"beta1": good, "beta4": good}).holds   # strictly above
+    assert zoo.promise("mig:tc", {"beta4": good, "beta_tcvae": good}).holds    # ties count
+    assert zoo.promise("annealed:four", {"annealed": good}).holds
+    two = dict(good, kl_per_latent=[1.0, 1.0] + [0.0] * 8)
+    assert not zoo.promise("annealed:four", {"annealed": two}).holds
+
+
+def test_annealed_order_promise_reads_the_switch_on_order():
+    good = _shown(position_x=(0, 0.6, 0.4), position_y=(1, 0.6, 0.4), scale=(2, 0.6, 0.4),
+                  orientation=(3, 0.2, 0.1), shape=(4, 0.3, 0.1))
+    steps = [100, 200, 300, 400, 500]
+    # latent j switches on (KL > 0.5) at window j: x, y, scale, orientation, shape
+    kl = [[1.0 if j <= w else 0.0 for j in range(10)] for w in range(5)]
+    m = zoo.promise("annealed:order", {"annealed": good},
+                    {"annealed": {"step": steps, "kl_per_latent": kl}})
+    assert m.holds and m.measured.startswith("switch-on order: z_0 (position_x) -> z_1")
+    late = [[1.0 if (j == 2 and w >= 0) or (j < 2 and w >= 1) or (j > 2 and j <= w) else 0.0
+             for j in range(10)] for w in range(5)]           # scale's latent first
+    assert not zoo.promise("annealed:order", {"annealed": good},
+                           {"annealed": {"step": steps, "kl_per_latent": late}}).holds
+    with pytest.raises(KeyError, match="histories"):
+        zoo.promise("annealed:order", {"annealed": good})
+    with pytest.raises(KeyError, match="needs the showcase"):
+        zoo.promise("mig:tc", {"beta4": good})
+    with pytest.raises(KeyError, match="unknown promise"):
+        zoo.promise("beta5:axes", {"beta4": good})
