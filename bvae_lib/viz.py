@@ -225,7 +225,8 @@ def _imshow(ax, arr: np.ndarray) -> None:
 
 def plot_traversal(model, x, *, n_steps: int = 9, limit: float = TRAVERSAL_LIMIT,
                    latents: Sequence[int] | None = None, n_latents: int | None = None,
-                   title: str | None = None, cell_inches: float = 0.62) -> Figure:
+                   title: str | None = None, cell_inches: float = 0.62,
+                   labels: Mapping[int, str] | None = None) -> Figure:
     """Latent traversals of ``x[0]``: one row per latent, ordered by KL, labelled with its KL.
 
     Args:
@@ -235,17 +236,26 @@ def plot_traversal(model, x, *, n_steps: int = 9, limit: float = TRAVERSAL_LIMIT
         n_steps: number of values per row, evenly spaced in ``[-limit, limit]``.
         latents: which latents to show, in this order (default: all, by decreasing KL).
         n_latents: show only the ``n_latents`` latents of largest KL.
+        labels: ``{latent: text}`` put before a row's latent and KL, e.g. the factor it carries.
     """
     images, order, kl, values = traversal_images(model, x, n_steps=n_steps, limit=limit,
                                                  latents=latents, n_latents=n_latents)
+    labels = {int(j): str(t) for j, t in (labels or {}).items()}
+    unshown = sorted(set(labels) - {int(j) for j in order})
+    if unshown:
+        raise ValueError(f"labels name latents {unshown} that the traversal does not show "
+                         f"(rows: {[int(j) for j in order]}); label shown latents only, or "
+                         f"pass latents= to show them")
     rows, steps, _, h, w = images.shape
     pad = 2
-    fig = Figure(figsize=(cell_inches * steps + 1.3, cell_inches * rows + 0.5))
-    ax = fig.add_axes((1.25 / (cell_inches * steps + 1.3), 0.02, 1 - 1.3 / (cell_inches * steps
-                                                                              + 1.3), 0.9))
+    left = 1.3 + 0.06 * max((len(t) + 2 for t in labels.values()), default=0)   # inches
+    width = cell_inches * steps + left
+    fig = Figure(figsize=(width, cell_inches * rows + 0.5))
+    ax = fig.add_axes(((left - 0.05) / width, 0.02, 1 - left / width, 0.9))
     _imshow(ax, _montage(images, pad=pad))
     ax.set_yticks([i * (h + pad) + h / 2 for i in range(rows)])
-    ax.set_yticklabels([f"$z_{{{j}}}$  KL {kl[j]:.2f}" for j in order], fontsize=8)
+    ax.set_yticklabels([(f"{labels[int(j)]}  " if int(j) in labels else "")
+                        + f"$z_{{{j}}}$  KL {kl[j]:.2f}" for j in order], fontsize=8)
     ax.set_xticks([i * (w + pad) + w / 2 for i in range(steps)])
     ax.set_xticklabels([f"{v:+.1f}" for v in values], fontsize=7)
     ax.xaxis.tick_top()

@@ -218,3 +218,13 @@ def test_switch_on_steps_and_kl_history_plot():
         viz.plot_kl_history({"step": [1, 2], "kl_per_latent": [[0.0]]})
     with pytest.raises(ValueError, match="3 latents"):
         viz.plot_kl_history(history, labels={5: "shape"})
+
+
+def test_plot_traversal_names_the_factor_a_row_carries(stub, x):
+    fig = viz.plot_traversal(stub, x, latents=[1, 0], labels={0: "scale"})
+    kl = gaussian_kl(MU, LOGVAR).numpy()
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == [f"$z_{{1}}$  KL {kl[1]:.2f}", f"scale  $z_{{0}}$  KL {kl[0]:.2f}"]
+    assert fig.get_size_inches()[0] > viz.plot_traversal(stub, x, latents=[1, 0]).get_size_inches()[0]
+    with pytest.raises(ValueError, match="does not show"):
+        viz.plot_traversal(stub, x, latents=[1, 0], labels={3: "shape"})
