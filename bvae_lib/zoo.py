@@ -276,7 +276,7 @@ PROMISES = {
     "beta4:axes": (("beta4",), "beta4: x, y and scale each on a latent of its own, "
                                "NMI >= 0.5 and gap >= 0.3"),
     "beta4:orientation": (("beta4",), "beta4: a latent with NMI >= 0.1 with orientation"),
-    "mig:beta": (("beta1", "beta4"), "MIG of beta4 > MIG of beta1 (Higgins et al.)"),
+    "mig:beta": (("beta1", "beta4"), "MIG of beta4 > MIG of beta1 (a larger beta, a higher MIG)"),
     "mig:tc": (("beta4", "beta_tcvae"), "MIG of beta_tcvae >= MIG of beta4 at equal beta "
                                         "(Chen et al.)"),
     "annealed:order": (("annealed",), "annealed: position switches on first, scale before "
