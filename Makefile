@@ -32,7 +32,7 @@ TEST_WORKERS ?= 2
 test: test-lib test-book
 
 test-lib: setup
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) tests/
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup tests/
 
 test-book: setup
 	$(BIN)/python -m pytest --nbval book/

@@ -15,6 +15,10 @@ import pytest
 
 from bvae_lib import zoo
 
+# One worker runs them all (make test: --dist loadgroup), so that each model's showcase, the
+# expensive part, is measured once and shared through the module fixture.
+pytestmark = pytest.mark.xdist_group("shipped_models")
+
 #: Thresholds the shipped long-run models miss: {promise key: what was measured, and where}.
 #: Measured with `python -m bvae_lib.zoo showcase NAME` (4,000 images, seed 2026).
 SHORTFALLS = {
