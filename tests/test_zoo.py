@@ -118,10 +118,21 @@ def test_zoo_train_dry_run_prints_every_recipe_at_paper_scale(capsys):
     out = capsys.readouterr().out
     for name in zoo.RECIPES:
         assert f"--out r/{name}" in out and f"export r/{name} as {name}" in out
-    assert out.count("--steps 300000 --device cuda") == len(zoo.RECIPES)
+    assert out.count("--steps 300000 --device cuda") == len(zoo.RECIPES) - len(zoo.STOP_EARLY)
+    # a recipe that stops early stops at its own step at any scale
+    for name, (steps, _) in zoo.STOP_EARLY.items():
+        assert f"--steps {steps} --device cuda --out r/{name}" in out
     # JointVAE's capacities rise over the whole run; the annealed model's over 100,000 steps
     assert "--capacity-steps 300000" in zoo.train_command("joint_vae", 300_000, "r")
     assert "--capacity-steps 100000" in zoo.train_command("annealed", 300_000, "r")
+
+
+def test_run_length_stops_early_recipes_only():
+    assert zoo.run_length("beta4") == zoo.CPU_STEPS
+    assert zoo.run_length("beta16") == zoo.STOP_EARLY["beta16"][0] < zoo.CPU_STEPS
+    assert zoo.run_length("beta16", 1_000) == 1_000          # a shorter run stays shorter
+    with pytest.raises(ValueError, match="no zoo recipe named 'beta5'"):
+        zoo.run_length("beta5")
 
 
 @pytest.mark.parametrize("argv, match", [
