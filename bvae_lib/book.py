@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._memory import MALLOC_ENV
 from ._validate import is_int
 
 __all__ = [
@@ -71,14 +72,13 @@ RECORDED_PACKAGES = ("torch", "numpy", "scipy", "scikit-learn", "matplotlib")
 RECORD_KEY = "bvae_book"
 
 #: Set for every kernel that runs a chapter (``execute`` here, ``pytest --nbval`` through
-#: book/conftest.py) before the kernel starts: ``MALLOC_MMAP_THRESHOLD_`` (32 MB, glibc's
-#: largest) and ``MALLOC_TRIM_THRESHOLD_`` (1 GB). By default glibc returns a large freed block
-#: to the kernel at once, and the next training step faults the same pages back in, zeroed --
-#: seconds of system time per hundred steps. Kept in the heap, a 150-step run of chapter 4's
-#: network takes about 25% less wall time, and the whole of ``pytest --nbval book/`` about 20%.
-#: No result changes.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024),
-              "MALLOC_TRIM_THRESHOLD_": str(1024 * 1024 * 1024)}
+#: book/conftest.py) before the kernel starts: ``MALLOC_MMAP_THRESHOLD_`` (64 MB) and
+#: ``MALLOC_TRIM_THRESHOLD_`` (1 GB), from :mod:`bvae_lib._memory`. By default glibc returns a
+#: large freed block to the kernel at once, and the next training step faults the same pages back
+#: in, zeroed -- seconds of system time per hundred steps. Kept in the heap, a 150-step run of
+#: chapter 4's network takes about 25% less wall time, and the whole of ``pytest --nbval book/``
+#: about 20%; the 64 MB threshold also covers the 33.5 MB activations of the metrics' batches of
+#: 256 images. No result changes.
 
 
 def idle_cores(interval: float = 0.25) -> float | None:

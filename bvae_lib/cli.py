@@ -24,6 +24,8 @@ import os
 import sys
 from pathlib import Path
 
+from ._memory import keep_freed_buffers
+
 __all__ = ["main", "build_parser"]
 
 RUN_FILE = "run.json"          # the CLI's own record of a run: how to rebuild its dataset
@@ -522,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     ``zoo ...`` and ``book ...`` run ``python -m bvae_lib.zoo`` / ``python -m bvae_lib.book``
     (which stay as aliases) under the same error policy."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    keep_freed_buffers()                 # training and scoring reuse their buffers (_memory)
     if argv and argv[0] in ("zoo", "book"):
         import importlib
 

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._memory import keep_freed_buffers
 from ._validate import is_int
 from .metrics.registry import REGISTRY
 
@@ -664,6 +665,7 @@ def _cmd_train(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(argv) if argv is not None else sys.argv[1:]
+    keep_freed_buffers()                 # training and scoring reuse their buffers (_memory)
     args = _parser().parse_args(argv)
     try:
         if args.cmd == "showcase":

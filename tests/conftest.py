@@ -1,6 +1,13 @@
 import pytest
 import torch
 
+from bvae_lib._memory import keep_freed_buffers
+
+# Each test process (every xdist worker imports this file) keeps freed buffers in its heap, as
+# the CLI does: encoding the metrics' batches otherwise spends as long in the kernel as in the
+# network (bvae_lib/_memory.py).
+keep_freed_buffers()
+
 
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():

@@ -83,3 +83,24 @@ def test_bench_train_compare_runs_and_writes_its_figures(tmp_path):
     assert set(record["arms"]) == {"before (fp32, NCHW, eager)", "today's defaults"}
     assert record["arms"]["before (fp32, NCHW, eager)"]["precision"] == "fp32"
     assert all(v > 0 for v in record["images_per_second"]["wall"].values())
+
+
+def test_bench_malloc_compares_the_two_settings_and_finds_the_same_score():
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "benchmarks/bench_malloc.py", "--points", "4",
+                          "--rounds", "1"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "glibc's defaults" in run.stdout and "bvae_lib._memory settings" in run.stdout
+    assert "(identical)" in run.stdout
+
+
+def test_keep_freed_buffers_applies_where_glibc_runs_and_is_idempotent():
+    import platform
+
+    from bvae_lib._memory import MALLOC_ENV, MMAP_THRESHOLD, keep_freed_buffers
+    from bvae_lib.book import MALLOC_ENV as BOOK_MALLOC_ENV
+
+    applied = keep_freed_buffers()
+    assert applied == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    assert keep_freed_buffers() == applied
+    assert BOOK_MALLOC_ENV is MALLOC_ENV and MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"] == str(MMAP_THRESHOLD)
