@@ -93,7 +93,9 @@ RECIPES = {
 #: The arguments every zoo run shares: the papers' batch, one seed, a checkpoint every 2,500 steps
 #: (a recipe that names its own --batch-size keeps it: Dual-Swap counts pairs, 2 images each).
 RECIPE_COMMON = "--batch-size 64 --seed 0 --checkpoint-every 2500 --log-every 500 --no-progress"
-#: The length of the CPU runs, and the papers' (Burgess et al. 2018; Dupont 2018).
+#: The length of the CPU runs, and the papers' (Burgess et al. 2018; Dupont 2018). Dupont's
+#: released dSprites model (github.com/Schlumberger/joint-vae, trained_models/dsprites/
+#: specs.json) ramps both capacities over 300,000 iterations at batch 64 and lr 5e-4.
 CPU_STEPS, PAPER_STEPS = 100_000, 300_000
 #: Recipes that stop before the run's length, at the step where their code had stopped changing:
 #: ``{name: (steps, why)}``. A large beta converges early; its steps are better spent on the
