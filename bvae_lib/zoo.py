@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import sys
 from collections.abc import Mapping
@@ -269,10 +270,21 @@ def showcase(model, num_images: int = 4_000, seed: int = 2026,
         out["swap_accuracy"] = {f: round(float(a), 4) for f, a in zip(swap.factors,
                                                                       swap.accuracy)}
     if logits is not None:
+        k = logits[0].shape[1]
         category = logits[0].argmax(1).cpu().numpy()
         shape = v[:, dataset.factor_names.index("shape")].cpu().numpy()
         out["category_shape_accuracy"] = round(metrics.matched_accuracy(
-            category, shape, num_categories=logits[0].shape[1], num_classes=3).accuracy, 4)
+            category, shape, num_categories=k, num_classes=3).accuracy, 4)
+        out["category_usage"] = (np.bincount(category, minlength=k) / len(category)).round(4).tolist()
+        # the discrete KL to the uniform prior, E KL(q(c|x) || U_k), splits into the information
+        # the category carries about the image, I(n; c), and the marginal confidence
+        # KL(q_bar || U_k) (chapter 7, section 7.6); xlogy: 0 log 0 = 0
+        q = torch.softmax(logits[0].double(), 1).cpu()
+        q_bar = q.mean(0)
+        out["category_information"] = round(float(
+            (torch.special.xlogy(q, q) - torch.special.xlogy(q, q_bar)).sum(1).mean()), 4)
+        out["category_marginal_kl"] = round(float(
+            torch.special.xlogy(q_bar, q_bar).sum() + math.log(k)), 4)
     return out
 
 
@@ -293,7 +305,9 @@ def showcase_record(model: str, num_images: int = 4_000) -> dict:
     return {"source": "run", "step": ckpt["step"], "model_config": ckpt["model_config"],
             "objective_config": ckpt["objective_config"],
             "train_config": {k: ckpt["train_config"].get(k) for k in ("batch_size", "lr", "seed")},
-            "training": {k: ckpt.get("extra", {}).get(k) for k in ("precision", "channels_last")},
+            "training": {k: ckpt.get("extra", {}).get(k)
+                         for k in ("device", "precision", "channels_last", "wall_seconds",
+                                   "cpu_seconds", "continued_from")},
             "measures": showcase(load_model(model), num_images, parts=parts)}
 
 
@@ -641,6 +655,11 @@ def _cmd_showcase(args, argv: list[str]) -> None:
         print(f"{m} (step {r['step']}): recon {s['recon_nats']:.1f} nats, {active}, shape in "
               f"reconstruction {s['shape_in_reconstruction']:.2f}, MIG {s['mig']:.3f}\n"
               f"    best latent NMI/gap: {f}")
+        if "category_shape_accuracy" in s:
+            print(f"    category: matched accuracy on shape {s['category_shape_accuracy']:.2f}, "
+                  f"usage {' '.join(f'{u:.2f}' for u in s['category_usage'])}, "
+                  f"I(n; c) {s['category_information']:.2f} + KL(q_bar || U) "
+                  f"{s['category_marginal_kl']:.2f} nats")
     if args.json:
         from bvae_lib.checkpoint import write_json
 

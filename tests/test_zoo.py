@@ -183,6 +183,12 @@ def test_showcase_measures_what_a_shipped_model_must_show(config):
     assert m["mig"] == pytest.approx(np.mean([f["gap"] for f in m["factors"].values()]),
                                      abs=1e-3)
     assert ("category_shape_accuracy" in m) == bool(config.categorical_dims)
+    if config.categorical_dims:                     # the discrete KL = I(n; c) + KL(q_bar || U)
+        k = config.categorical_dims[0]
+        assert len(m["category_usage"]) == k and sum(m["category_usage"]) == pytest.approx(1, abs=1e-3)
+        assert 0 <= m["category_information"] <= np.log(k) + 1e-4
+        assert 0 <= m["category_marginal_kl"] <= np.log(k) + 1e-4
+        assert m["category_information"] + m["category_marginal_kl"] <= np.log(k) + 2e-4
     assert len(m["latents"]) == config.latent_dim
     for f in m["factors"].values():                 # a factor's best latent carries it at that NMI
         assert m["latents"][f["latent"]]["nmi"] >= f["nmi"] - 1e-4
@@ -215,6 +221,8 @@ def test_zoo_showcase_command_measures_runs_and_shipped_models(exported, tmp_pat
     assert record["models"]["tiny"]["source"] == "zoo"
     assert record["models"][str(run)]["step"] == 4
     assert record["models"][str(run)]["measures"]["images"] == 200
+    training = record["models"][str(run)]["training"]     # where and how long the run trained
+    assert training["device"].startswith("cpu") and training["cpu_seconds"] > 0
 
 
 def test_a_lost_run_continues_from_its_exported_weights_and_says_what_was_lost(exported, tmp_path,
