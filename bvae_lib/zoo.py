@@ -684,9 +684,10 @@ def _cmd_train(args) -> None:
         if device == "auto":
             device = "cuda"
         if not device.startswith("cuda"):
-            raise ValueError(f"--paper-scale trains {len(names)} x {PAPER_STEPS:,} steps, "
-                             f"days on a CPU; it needs a CUDA GPU (--device cuda). On a "
-                             f"CPU use --steps N")
+            raise ValueError(f"--paper-scale trains {len(names)} x {PAPER_STEPS:,} steps and "
+                             f"needs a CUDA GPU (--device cuda): on a CPU that is hours to days "
+                             f"per model. To run the papers' length on a CPU anyway, pass --steps "
+                             f"{PAPER_STEPS} --device cpu (the same recipes)")
         if not args.dry_run and not torch.cuda.is_available():
             raise ValueError("--paper-scale needs a CUDA GPU and none is available here; "
                              "--dry-run prints the plan")
