@@ -526,7 +526,11 @@ class JointVAELoss(Objective):
     KL_cont is the closed-form Gaussian KL; KL_disc is the sum over categoricals of
     KL(q(c|x) || Uniform(k)), with q(c|x) = softmax(logits). ``kl`` = KL_cont + KL_disc and
     ``kl_per_latent`` covers the continuous latents; ``capacity`` is C_cont(t) and
-    ``capacity_disc`` C_disc(t) after clipping at sum_i log k_i."""
+    ``capacity_disc`` C_disc(t) after clipping at sum_i log k_i. ``info_disc`` (logged, not
+    optimised) is the batch's estimate of the information the categoricals carry about the
+    image, sum_i I(n; c_i) = KL_disc - sum_i KL(q_bar_i || Uniform(k_i)) with q_bar_i the batch
+    mean of q(c_i|x): the discrete KL minus its *marginal confidence*, which a category that is
+    the same for every image can fill on its own (chapter 7, section 7.6)."""
 
     categorical = True
 
@@ -534,8 +538,10 @@ class JointVAELoss(Objective):
         c = self.config
         kl_cont = terms["kl"]
         logits = out["logits"]
-        kl_disc = sum(categorical_kl_uniform(torch.softmax(l.float(), dim=1)).mean()
-                      for l in logits)
+        probs = [torch.softmax(l.float(), dim=1) for l in logits]
+        kl_disc = sum(categorical_kl_uniform(q).mean() for q in probs)
+        with torch.no_grad():
+            info_disc = kl_disc.detach() - sum(categorical_kl_uniform(q.mean(0)) for q in probs)
         max_disc = sum(math.log(l.shape[1]) for l in logits)
         cap_cont = linear_capacity(step, c.cont_capacity_min, c.cont_capacity_max,
                                    c.capacity_steps)
@@ -546,7 +552,7 @@ class JointVAELoss(Objective):
         loss = (terms["recon"] + c.gamma * (kl_cont - cap_cont).abs()
                 + c.gamma * (kl_disc - cap_disc).abs())
         return dict(loss=loss, kl=kl_cont + kl_disc, kl_cont=kl_cont, kl_disc=kl_disc,
-                    capacity=cap_cont, capacity_disc=cap_disc)
+                    info_disc=info_disc, capacity=cap_cont, capacity_disc=cap_disc)
 
 
 def permute_dims(z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -388,8 +388,17 @@ class _Recorder:
 
 
 def _append(history: dict, entry: dict) -> None:
+    """Append one logged window. A run resumed under a library version whose objective logs
+    a term the run's history lacks (or no longer logs one it has) keeps every list as long as
+    ``history["step"]``: the missing values are None (null in history.json)."""
+    n = len(history.get("step", []))
     for k, v in entry.items():
+        if k not in history and n:
+            history[k] = [None] * n
         history.setdefault(k, []).append(v)
+    for k, values in history.items():
+        if k not in entry:
+            values.append(None)
 
 
 def _to_float32(out: dict) -> dict:

@@ -193,3 +193,25 @@ def test_checkpoint_without_init_field_loads_as_pytorch_init_and_resumes(tmp_pat
     result = train(ModelConfig(latent_dim=4, init="pytorch"), OBJECTIVE, DSprites(), more,
                    out_dir=out, resume=True)
     assert result.step == 3 and result.steps_run == 1
+
+
+def test_a_run_resumed_under_an_objective_that_logs_a_new_term_keeps_its_history_aligned(tmp_path):
+    """JointVAE's info_disc was added to its logged terms after runs had started: such a run
+    resumes, the new term's earlier values are None, and every list stays as long as "step"."""
+    from bvae_lib.objectives import JointVAEConfig
+
+    out = tmp_path / "joint"
+    model_config = ModelConfig(latent_dim=4, categorical_dims=(3,))
+    objective = JointVAEConfig(capacity_steps=10)
+    train(model_config, objective, DSprites(),
+          TrainConfig(steps=2, batch_size=8, log_every=1, progress=False, device="cpu"), out_dir=out)
+    path = out / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["history"]["info_disc"]                   # as written by the older version
+    torch.save(ckpt, path)
+    result = train(model_config, objective, DSprites(),
+                   TrainConfig(steps=4, batch_size=8, log_every=1, progress=False, device="cpu"),
+                   out_dir=out, resume=True)
+    history = load_checkpoint(path)["history"]
+    assert {len(v) for v in history.values()} == {4} and result.step == 4
+    assert history["info_disc"][:2] == [None, None] and None not in history["info_disc"][2:]

@@ -273,7 +273,24 @@ def test_joint_vae_loss_uses_two_capacities_and_clips_the_discrete_one():
     torch.testing.assert_close(t["kl"], t["kl_cont"] + t["kl_disc"])
     late = objective(out, x, 5000)
     assert late["capacity_disc"].item() == pytest.approx(math.log(3) + math.log(2))
-    assert late["capacity"].item() == pytest.approx(40.0)
+    # the logged information: the discrete KL minus the marginal confidence of the batch's mean
+    q_bar = [p.mean(0) for p in probs]
+    marginal = sum((q * q.log()).sum() + math.log(q.shape[0]) for q in q_bar)
+    torch.testing.assert_close(t["info_disc"], (kl_disc - marginal).float())
+    assert not t["info_disc"].requires_grad
+
+
+def test_joint_vae_information_is_zero_for_one_category_for_every_image_and_full_when_balanced():
+    out, x = fake_out(m=9, logits=(3,))
+    objective = build_objective(JointVAEConfig())
+    same = torch.tensor([[9.0, -9.0, -9.0]], dtype=D).expand(9, 3)
+    t = objective({**out, "logits": [same]}, x, 0)     # confident, and the same for every image
+    assert t["kl_disc"].item() == pytest.approx(math.log(3), abs=1e-3)
+    assert t["info_disc"].item() == pytest.approx(0.0, abs=1e-6)
+    balanced = torch.eye(3, dtype=D)[torch.arange(9) % 3] * 40.0   # confident, each class 3 times
+    t = objective({**out, "logits": [balanced]}, x, 0)
+    assert t["info_disc"].item() == pytest.approx(t["kl_disc"].item(), abs=1e-5)
+    assert t["info_disc"].item() == pytest.approx(math.log(3), abs=1e-5)
 
 
 def test_joint_and_plain_objectives_refuse_the_other_kind_of_model():
