@@ -225,7 +225,9 @@ def showcase(model, num_images: int = 4_000, seed: int = 2026,
     nats), the fraction of reconstructions that draw the true shape
     (:func:`bvae_lib.metrics.shape_in_reconstruction`), each factor's best latent with its NMI
     and gap (:func:`bvae_lib.metrics.factor_alignment`), MIG (their mean gap), for a JointVAE
-    the matched accuracy of its first categorical latent on shape, and for a code with ``parts``
+    the matched accuracy of its first categorical latent on shape, the fraction of images each
+    category takes, and its KL to the uniform prior split into the information I(n; c) and the
+    marginal confidence KL(q_bar || U), and for a code with ``parts``
     (Dual-Swap: an autoencoder, whose log-variances and KL mean nothing) the swap accuracy of
     each part instead of the KL and the active latents."""
     from bvae_lib import metrics
