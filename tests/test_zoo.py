@@ -225,6 +225,22 @@ def test_zoo_showcase_command_measures_runs_and_shipped_models(exported, tmp_pat
     assert training["device"].startswith("cpu") and training["cpu_seconds"] > 0
 
 
+def test_zoo_showcase_of_a_joint_vae_run_prints_and_records_what_its_category_carries(tmp_path,
+                                                                                     capsys):
+    from bvae_lib.objectives import JointVAEConfig
+
+    run = tmp_path / "joint"
+    train(ModelConfig(latent_dim=4, categorical_dims=(3,)), JointVAEConfig(capacity_steps=10),
+          DSprites(), TrainConfig(steps=2, batch_size=8, log_every=1, progress=False, device="cpu"),
+          out_dir=run)
+    out = tmp_path / "showcase.json"
+    assert zoo.main(["showcase", str(run), "--images", "120", "--json", str(out)]) == 0
+    assert "category: matched accuracy on shape" in capsys.readouterr().out
+    measures = json.loads(out.read_text())["models"][str(run)]["measures"]
+    assert len(measures["category_usage"]) == 3
+    assert {"category_information", "category_marginal_kl"} <= set(measures)
+
+
 def test_a_lost_run_continues_from_its_exported_weights_and_says_what_was_lost(exported, tmp_path,
                                                                                 capsys):
     from bvae_lib.checkpoint import load_checkpoint
