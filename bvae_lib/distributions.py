@@ -13,6 +13,7 @@ unless the name says so (``gaussian_kl`` is *per dimension*: sum it over latents
 ``gumbel_softmax_sample(logits, tau)``    softmax((logits + g) / tau): a Concrete sample
 ``concrete_log_density(y, logits, tau)``  log density of the Concrete (Maddison et al. 2017)
 ``categorical_kl_uniform(probs)``         KL(Cat(probs) || Uniform(k)), one value per categorical
+``categorical_kl_split(probs)``           a batch's mean KL = information I(n; c) + marginal KL
 ========================================  ===========================================================
 
 Random functions take an optional ``torch.Generator``: with one, the draw is reproducible. The
@@ -37,6 +38,7 @@ __all__ = [
     "gumbel_softmax_sample",
     "concrete_log_density",
     "categorical_kl_uniform",
+    "categorical_kl_split",
 ]
 
 LOG_2PI = math.log(2 * math.pi)
@@ -177,3 +179,17 @@ def categorical_kl_uniform(probs: torch.Tensor) -> torch.Tensor:
     """
     k = probs.shape[-1]
     return torch.special.xlogy(probs, probs).sum(dim=-1) + math.log(k)
+
+
+def categorical_kl_split(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split the mean KL of ``probs`` (shape ``(n, k)``: one categorical per image) to the uniform
+    prior into ``(information, marginal confidence)``:
+
+    E_n KL(q(c|x_n) || U_k) = E_n KL(q(c|x_n) || q_bar) + KL(q_bar || U_k),
+
+    with q_bar the mean of the rows. The first part is I(n; c), what the category says about the
+    image; the second a category that is the same for every image fills on its own (chapter 7,
+    section 7.6). Over a minibatch q_bar is the batch's mean, a plug-in estimate.
+    """
+    marginal = categorical_kl_uniform(probs.mean(0))
+    return categorical_kl_uniform(probs).mean() - marginal, marginal

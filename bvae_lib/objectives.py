@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .distributions import (LOG_2PI, categorical_kl_uniform, gaussian_kl,
-                            gaussian_log_density)
+from .distributions import (LOG_2PI, categorical_kl_split, categorical_kl_uniform,
+                            gaussian_kl, gaussian_log_density)
 from ._validate import is_int
 
 __all__ = [
@@ -541,7 +541,7 @@ class JointVAELoss(Objective):
         probs = [torch.softmax(l.float(), dim=1) for l in logits]
         kl_disc = sum(categorical_kl_uniform(q).mean() for q in probs)
         with torch.no_grad():
-            info_disc = kl_disc.detach() - sum(categorical_kl_uniform(q.mean(0)) for q in probs)
+            info_disc = sum(categorical_kl_split(q)[0] for q in probs)
         max_disc = sum(math.log(l.shape[1]) for l in logits)
         cap_cont = linear_capacity(step, c.cont_capacity_min, c.cont_capacity_max,
                                    c.capacity_steps)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 from collections.abc import Mapping
@@ -232,7 +231,7 @@ def showcase(model, num_images: int = 4_000, seed: int = 2026,
     each part instead of the KL and the active latents."""
     from bvae_lib import metrics
     from bvae_lib.data import DSprites
-    from bvae_lib.distributions import gaussian_kl
+    from bvae_lib.distributions import categorical_kl_split, gaussian_kl
     from bvae_lib.objectives import reconstruction_loss
 
     device = next(model.parameters()).device
@@ -278,15 +277,11 @@ def showcase(model, num_images: int = 4_000, seed: int = 2026,
         out["category_shape_accuracy"] = round(metrics.matched_accuracy(
             category, shape, num_categories=k, num_classes=3).accuracy, 4)
         out["category_usage"] = (np.bincount(category, minlength=k) / len(category)).round(4).tolist()
-        # the discrete KL to the uniform prior, E KL(q(c|x) || U_k), splits into the information
-        # the category carries about the image, I(n; c), and the marginal confidence
-        # KL(q_bar || U_k) (chapter 7, section 7.6); xlogy: 0 log 0 = 0
-        q = torch.softmax(logits[0].double(), 1).cpu()
-        q_bar = q.mean(0)
-        out["category_information"] = round(float(
-            (torch.special.xlogy(q, q) - torch.special.xlogy(q, q_bar)).sum(1).mean()), 4)
-        out["category_marginal_kl"] = round(float(
-            torch.special.xlogy(q_bar, q_bar).sum() + math.log(k)), 4)
+        # the discrete KL to the uniform prior splits into the information the category carries
+        # about the image, I(n; c), and the marginal confidence KL(q_bar || U_k)
+        info, marginal = categorical_kl_split(torch.softmax(logits[0].double(), 1).cpu())
+        out["category_information"] = round(float(info), 4)
+        out["category_marginal_kl"] = round(float(marginal), 4)
     return out
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 from scipy import stats
 
-from bvae_lib.distributions import (categorical_kl_uniform, concrete_log_density, gaussian_kl,
+from bvae_lib.distributions import (categorical_kl_split, categorical_kl_uniform,
+                                    concrete_log_density, gaussian_kl,
                                     gaussian_log_density, gumbel_max_sample,
                                     gumbel_softmax_sample, reparameterize, sample_gumbel)
 
@@ -207,3 +208,14 @@ def test_categorical_kl_uniform_equals_torch_kl_and_its_bounds():
     assert categorical_kl_uniform(torch.full((3,), 1 / 3)).abs() < 1e-6
     torch.testing.assert_close(categorical_kl_uniform(torch.tensor([0.0, 1.0, 0.0], dtype=D)),
                                torch.tensor(math.log(3), dtype=D))
+
+
+def test_categorical_kl_split_is_the_information_plus_the_marginal_confidence():
+    probs = torch.softmax(torch.randn(9, 3, generator=gen(14), dtype=D), -1)
+    info, marginal = categorical_kl_split(probs)
+    Cat = torch.distributions.Categorical
+    q_bar = probs.mean(0)
+    ref_info = torch.distributions.kl_divergence(Cat(probs), Cat(q_bar.expand(9, 3))).mean()
+    torch.testing.assert_close(info, ref_info)                     # E_n KL(q(c|x_n) || q_bar)
+    torch.testing.assert_close(marginal, categorical_kl_uniform(q_bar))
+    torch.testing.assert_close(info + marginal, categorical_kl_uniform(probs).mean())
